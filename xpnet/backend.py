@@ -1,0 +1,377 @@
+"""Array backends: the one module that imports array-api-compat or an array library.
+
+A :class:`Backend` bundles an Array API namespace ``xp`` with the device that
+arrays live on. Everything above this module reaches arrays only through
+``backend.xp`` and ``backend.asarray``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+Array = Any
+"""Type of an array of any backend (the Array API has no runtime array type)."""
+
+BACKEND_NAMES: tuple[str, ...] = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+_ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
+FLOAT_DTYPES: tuple[str, ...] = ("float32", "float64")
+
+
+class BackendUnavailableError(RuntimeError):
+    """A known backend cannot be used on this machine (not installed, or no device)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Backend:
+    """An Array API namespace bound to one device.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`BACKEND_NAMES`.
+    xp : module
+        The Array API namespace (NumPy itself for NumPy >= 2.1, otherwise the
+        array-api-compat wrapper).
+    device : object
+        The device every array of this backend is created on.
+    """
+
+    name: str
+    xp: Any
+    device: Any
+    _is_array: Callable[[Any], bool] = field(repr=False)
+    _sync: Callable[[Any], None] = field(repr=False, default=lambda x: None)
+    _before_float64: Callable[[], None] = field(repr=False, default=lambda: None)
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Backend)
+            and other.name == self.name
+            and str(other.device) == str(self.device)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, str(self.device)))
+
+    def __repr__(self) -> str:
+        return f"Backend(name={self.name!r}, device={self.device!r})"
+
+    def dtype(self, name: str | Any) -> Any:
+        """Return the namespace's floating dtype for ``"float32"`` or ``"float64"``."""
+        if not isinstance(name, str):
+            return name
+        if name not in FLOAT_DTYPES:
+            raise ValueError(f"dtype must be one of {list(FLOAT_DTYPES)}, got {name!r}")
+        if name == "float64":
+            self._before_float64()
+        return getattr(self.xp, name)
+
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library (on any device)."""
+        return self._is_array(x)
+
+    def asarray(self, x: Any, dtype: str | Any | None = None, *, copy: bool = False) -> Array:
+        """Convert ``x`` (NumPy, list, pandas, or any backend's array) to this backend.
+
+        Parameters
+        ----------
+        x : array_like
+            The data. Arrays of other backends go through host memory.
+        dtype : str or dtype, optional
+            ``"float32"``, ``"float64"`` or a dtype of this namespace; by default
+            the dtype is kept.
+        copy : bool
+            Always return a new array, so that later in-place updates never
+            reach the caller's data.
+        """
+        xp = self.xp
+        dt = self.dtype(dtype) if dtype is not None else None
+        if self.owns(x):
+            if str(aac.device(x)) != str(self.device):
+                x = aac.to_device(x, self.device)
+            if dt is not None and x.dtype != dt:
+                return xp.astype(x, dt)
+            return xp.asarray(x, copy=True) if copy else x
+        host = to_numpy(x)
+        if dt is None and host.dtype.kind in "biu":
+            return xp.asarray(host, dtype=getattr(xp, host.dtype.name), device=self.device)
+        return xp.asarray(host, dtype=dt, device=self.device)
+
+    def to_numpy(self, x: Array) -> np.ndarray:
+        """Copy ``x`` to host memory as a NumPy array."""
+        return to_numpy(x)
+
+    def synchronize(self, x: Array | None = None) -> None:
+        """Wait until queued device work (on ``x``, for JAX) has finished; a no-op on CPU."""
+        self._sync(x)
+
+    def is_writeable(self, x: Array) -> bool:
+        """Whether ``x`` may be updated in place (false for JAX)."""
+        return bool(aac.is_writeable_array(x))
+
+
+def to_numpy(array: Any) -> np.ndarray:
+    """Return ``array`` of any backend (or a list, scalar or DataFrame) as a NumPy array.
+
+    NumPy input is returned as it is, without a copy.
+    """
+    if isinstance(array, np.ndarray):
+        return array
+    if aac.is_cupy_array(array):
+        return array.get()
+    if aac.is_torch_array(array):
+        return array.detach().cpu().numpy()
+    if aac.is_jax_array(array):
+        return np.asarray(array)
+    if type(array).__module__.startswith("array_api_strict"):
+        import array_api_strict
+
+        return np.asarray(array.to_device(array_api_strict.Device("CPU_DEVICE")))
+    if hasattr(array, "to_numpy"):  # pandas
+        return np.asarray(array.to_numpy())
+    return np.asarray(array)
+
+
+def _numpy(device: Any) -> Backend:
+    if device not in (None, "cpu"):
+        raise ValueError(f"the numpy backend has only the device 'cpu', got {device!r}")
+    xp: Any = np
+    if not (hasattr(np, "astype") and hasattr(np, "concat")):  # NumPy < 2.1
+        import array_api_compat.numpy as xp
+    return Backend("numpy", xp, "cpu", lambda x: isinstance(x, np.ndarray))
+
+
+def _cupy(device: Any) -> Backend:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the cupy backend needs CuPy, which is not installed: "
+            "pip install cupy-cuda12x (or cupy-cuda13x, matching your CUDA driver)"
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError when there is no driver
+        raise BackendUnavailableError(
+            f"the cupy backend needs a CUDA GPU, and none works here ({exc}); "
+            "use backend='numpy' on this machine"
+        ) from exc
+    if count == 0:
+        raise BackendUnavailableError(
+            "the cupy backend needs a CUDA GPU, and this machine has none; "
+            "use backend='numpy' on this machine"
+        )
+    if device is None:
+        index = 0
+    elif isinstance(device, str) and device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+    else:
+        index = int(getattr(device, "id", device))
+    if not 0 <= index < count:
+        raise ValueError(f"cupy device {index} does not exist: this machine has {count} GPU(s)")
+    import array_api_compat.cupy as xp
+
+    return Backend(
+        "cupy",
+        xp,
+        cupy.cuda.Device(index),
+        aac.is_cupy_array,
+        lambda x: cupy.cuda.Device(index).synchronize(),
+    )
+
+
+def _torch(device: Any) -> Backend:
+    try:
+        import torch
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the torch backend needs PyTorch, which is not installed: pip install torch"
+        ) from exc
+    import array_api_compat.torch as xp
+
+    dev = torch.device(device if device is not None else "cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"torch device {str(dev)!r} needs CUDA, which this PyTorch build or "
+                "machine lacks; use device='cpu'"
+            )
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+
+        def sync(x: Any) -> None:
+            torch.cuda.synchronize(dev)
+    else:
+
+        def sync(x: Any) -> None:
+            return None
+
+    return Backend("torch", xp, dev, aac.is_torch_array, sync)
+
+
+def _jax(device: Any) -> Backend:
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the jax backend needs JAX, which is not installed: pip install jax"
+        ) from exc
+    if device is None:
+        dev = jax.devices()[0]
+    elif isinstance(device, str):
+        kind, _, index = device.partition(":")
+        try:
+            dev = jax.devices(kind)[int(index or 0)]
+        except (RuntimeError, IndexError) as exc:
+            raise BackendUnavailableError(f"jax has no device {device!r}: {exc}") from exc
+    else:
+        dev = device
+
+    def sync(x: Any) -> None:
+        if x is not None:
+            x.block_until_ready()
+
+    def enable_x64() -> None:
+        # JAX silently truncates float64 to float32 unless x64 mode is on.
+        jax.config.update("jax_enable_x64", True)
+
+    return Backend("jax", jnp, dev, aac.is_jax_array, sync, enable_x64)
+
+
+def _array_api_strict(device: Any) -> Backend:
+    try:
+        import array_api_strict as xp
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            "the array_api_strict backend needs array-api-strict: pip install array-api-strict"
+        ) from exc
+    names = [d.name if hasattr(d, "name") else str(d) for d in xp.__array_namespace_info__().devices()]
+    if device is None:
+        dev = xp.Device("CPU_DEVICE")
+    elif isinstance(device, xp.Device):
+        dev = device
+    else:
+        if str(device) not in {"CPU_DEVICE", "device1", "device2"}:
+            raise ValueError(f"array_api_strict has no device {device!r}; its devices: {names}")
+        dev = xp.Device(str(device))
+    return Backend(
+        "array_api_strict",
+        xp,
+        dev,
+        lambda x: type(x).__module__.startswith("array_api_strict"),
+    )
+
+
+_LOADERS: dict[str, Callable[[Any], Backend]] = {
+    "numpy": _numpy,
+    "cupy": _cupy,
+    "torch": _torch,
+    "jax": _jax,
+    "array_api_strict": _array_api_strict,
+}
+
+
+def _normalize(name: str) -> str:
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key != "auto" and key not in _LOADERS:
+        raise ValueError(
+            f"unknown backend {name!r}; valid names: {[*BACKEND_NAMES, 'auto']}"
+        )
+    return key
+
+
+def get_backend(name: str | Backend | None = None, device: Any = None) -> Backend:
+    """Return the backend called ``name`` on ``device``.
+
+    Parameters
+    ----------
+    name : {"numpy", "cupy", "torch", "jax", "array_api_strict", "auto"} or None
+        ``None`` reads ``$XPNET_BACKEND`` and falls back to ``"auto"``, which
+        picks ``"cupy"`` where a CUDA device works and ``"numpy"`` otherwise.
+        A :class:`Backend` is returned as it is (or moved to ``device``).
+    device : object, optional
+        Backend-specific: cupy ``0``; torch ``"cpu"`` / ``"cuda:0"``;
+        array_api_strict ``"device1"``; jax ``"cpu"`` / ``"gpu:0"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the valid ones.
+    BackendUnavailableError
+        For a known backend that cannot run here, saying why and what to do.
+    """
+    if isinstance(name, Backend):
+        return name if device is None else get_backend(name.name, device)
+    if name is None:
+        name = os.environ.get("XPNET_BACKEND") or "auto"
+    key = _normalize(name)
+    if key == "auto":
+        try:
+            return _cupy(device)
+        except BackendUnavailableError:
+            return _numpy(None)
+    return _LOADERS[key](device)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends usable on this machine, in :data:`BACKEND_NAMES` order."""
+    names = []
+    for name in BACKEND_NAMES:
+        try:
+            get_backend(name)
+        except BackendUnavailableError:
+            continue
+        names.append(name)
+    return names
+
+
+def describe_backends() -> list[dict[str, Any]]:
+    """One entry per known backend: its name, whether it is usable, why not, and its devices."""
+    rows: list[dict[str, Any]] = []
+    for name in BACKEND_NAMES:
+        try:
+            backend = get_backend(name)
+        except BackendUnavailableError as exc:
+            rows.append({"name": name, "available": False, "reason": str(exc), "devices": []})
+            continue
+        rows.append(
+            {"name": name, "available": True, "reason": "", "devices": _devices(backend)}
+        )
+    return rows
+
+
+def _devices(backend: Backend) -> Sequence[str]:
+    if backend.name == "numpy":
+        return ["cpu"]
+    if backend.name == "cupy":
+        import cupy
+
+        return [str(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
+    if backend.name == "torch":
+        import torch
+
+        return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if backend.name == "jax":
+        import jax
+
+        return [f"{d.platform}:{d.id}" for d in jax.devices()]
+    return [str(getattr(d, "name", d)) for d in backend.xp.__array_namespace_info__().devices()]
+
+
+def namespace_of(*arrays: Any) -> Any:
+    """The Array API namespace of ``arrays`` (NumPy itself for NumPy >= 2.1 arrays)."""
+    if all(isinstance(a, np.ndarray) for a in arrays):
+        return _numpy(None).xp
+    return aac.array_namespace(*arrays)
+
+
+def device_of(array: Any) -> Any:
+    """The device ``array`` lives on."""
+    return aac.device(array)

@@ -1,0 +1,70 @@
+"""``History``: the per-epoch record that ``Network.fit`` returns."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+
+class History:
+    """Metrics per epoch: ``history.history["loss"]``, ``["val_loss"]``, ``["accuracy"]``, ...
+
+    Attributes
+    ----------
+    epoch : list[int]
+        Index of each recorded epoch (continuing across ``fit`` calls).
+    history : dict[str, list[float]]
+        One list per metric, aligned with ``epoch``.
+    """
+
+    def __init__(self) -> None:
+        self.epoch: list[int] = []
+        self.history: dict[str, list[float]] = {}
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, metrics={list(self.history)})"
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        """Record the metrics ``logs`` of ``epoch``."""
+        self.epoch.append(epoch)
+        for key, value in logs.items():
+            self.history.setdefault(key, [math.nan] * (len(self.epoch) - 1)).append(float(value))
+        for key, values in self.history.items():
+            if len(values) < len(self.epoch):
+                values.append(math.nan)
+
+    def plot(self, path: str | Path | None = None) -> Any:
+        """Draw loss and metric curves per epoch with matplotlib.
+
+        Training and validation curves of one metric share a panel. With
+        ``path`` the figure is saved as a PNG (and closed); the figure is returned.
+        """
+        try:
+            import matplotlib
+
+            if path is not None:
+                matplotlib.use("Agg", force=False)
+            import matplotlib.pyplot as plt
+        except ImportError as exc:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from exc
+        if not self.epoch:
+            raise ValueError("the history is empty: train with fit() before plotting")
+        names = [k for k in self.history if not k.startswith("val_") and k != "lr"]
+        names += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in names]
+        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+        epochs = [e + 1 for e in self.epoch]
+        for ax, name in zip(axes[0], names):
+            for key, style in ((name, "-"), (f"val_{name}", "--")):
+                if key in self.history:
+                    ax.plot(epochs, self.history[key], style, marker="o", markersize=3, label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.set_title(name)
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+        return fig

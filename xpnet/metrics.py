@@ -1,0 +1,35 @@
+"""Metrics computed on the device: pure functions of arrays and ``xp``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+Array = Any
+
+
+def correct_count(y_prob: Array, y_true: Array, xp: Any, *, binary: bool) -> Array:
+    """Number of correct predictions, as a 0-d array on the device.
+
+    ``binary``: each element of ``y_prob`` is thresholded at 0.5 against 0/1
+    targets of the same shape. Otherwise the argmax of each row is compared
+    with the argmax of the one-hot ``y_true``.
+    """
+    if binary:
+        hit = (y_prob > 0.5) == (xp.reshape(y_true, y_prob.shape) > 0.5)
+    else:
+        hit = xp.argmax(y_prob, axis=1) == xp.argmax(y_true, axis=1)
+    return xp.sum(xp.astype(hit, y_prob.dtype))
+
+
+def prediction_count(y_prob: Array, *, binary: bool) -> int:
+    """How many predictions :func:`correct_count` judges in ``y_prob``."""
+    if binary:
+        return int(y_prob.shape[0] * (y_prob.shape[1] if y_prob.ndim > 1 else 1))
+    return int(y_prob.shape[0])
+
+
+def accuracy(y_prob: Array, y_true: Array, xp: Any, *, binary: bool) -> float:
+    """Fraction of correct predictions (see :func:`correct_count`)."""
+    return float(correct_count(y_prob, y_true, xp, binary=binary)) / prediction_count(
+        y_prob, binary=binary
+    )

@@ -1,0 +1,495 @@
+"""``Network``: a stack of layers with a loss and an optimizer, trained by ``fit``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .activations import get_activation
+from .backend import Array, Backend, get_backend, to_numpy
+from .history import History
+from .layers import Activation, Dense, Layer
+from .losses import CategoricalCrossentropy, Loss, get_loss, one_hot
+from .metrics import correct_count, prediction_count
+from .optimizers import Optimizer, get_optimizer
+from .progress import Progress
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+class Network:
+    """A feed-forward network: layers, a loss and an optimizer on one backend.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Applied in order. The first layer's ``in_features`` may be left out;
+        it is then inferred from the data on first use.
+    loss : str or Loss
+        ``"mse"``, ``"binary_crossentropy"`` (``"logloss"``) or
+        ``"categorical_crossentropy"`` (``"cross_entropy"``). A final sigmoid
+        (softmax) fuses with binary (categorical) cross-entropy; after any
+        other final activation the outputs are taken as logits.
+    optimizer : str or Optimizer
+        ``"sgd"``, ``"adam"``, ``"adamw"``, ``"rmsprop"`` (with default
+        hyper-parameters) or an optimizer object.
+    backend : str or Backend, optional
+        See :func:`xpnet.get_backend`; ``None`` reads ``$XPNET_BACKEND``, else auto.
+    device : object, optional
+        Backend-specific device (``"cuda:0"``, ``0``, ``"device1"``, ...).
+    dtype : {"float32", "float64"}
+        Floating dtype of parameters and computations.
+    seed : int, optional
+        Seeds the host generator that draws initial weights, shuffling order
+        and dropout masks; the same seed gives the same run on every backend.
+        ``None`` draws fresh entropy.
+
+    Examples
+    --------
+    >>> import xpnet as xn
+    >>> net = xn.Network([xn.Dense(3, "tanh", in_features=2), xn.Dense(1, "sigmoid")],
+    ...                  loss="logloss", optimizer=xn.SGD(0.5), backend="numpy", seed=0)
+    >>> history = net.fit([[0, 0], [0, 1], [1, 0], [1, 1]], [0, 1, 1, 0],
+    ...                   epochs=5, batch_size=4, verbose=0)
+    >>> len(history.history["loss"])
+    5
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        loss: str | Loss = "mse",
+        optimizer: str | Optimizer = "sgd",
+        backend: str | Backend | None = None,
+        device: Any = None,
+        dtype: str = "float32",
+        seed: int | None = None,
+    ) -> None:
+        layers = list(layers) if not isinstance(layers, Layer) else [layers]
+        if not layers:
+            raise ValueError("a Network needs at least one layer")
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Network layers must be xpnet Layer objects, got {layer!r}")
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.layers: list[Layer] = layers
+        self.loss: Loss = get_loss(loss)
+        self.optimizer: Optimizer = get_optimizer(optimizer)
+        self.backend: Backend = get_backend(backend, device)
+        self.dtype = dtype
+        self.backend.dtype(dtype)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.history = History()
+        self.epoch = 0
+        self.stop_training = False
+        self.input_scaling: dict[str, Any] | None = None
+        self.metadata: dict[str, Any] = {}
+        self._classification = self.loss.classification
+        if self.layers[0].in_features is not None:
+            self.build(self.layers[0].in_features)
+
+    # -- structure -----------------------------------------------------------------
+
+    @property
+    def in_features(self) -> int | None:
+        """Number of input features, or None before the network is built."""
+        return self.layers[0].in_features if self.built else None
+
+    @property
+    def built(self) -> bool:
+        """Whether every layer has its parameters."""
+        return all(layer.built for layer in self.layers)
+
+    @property
+    def out_features(self) -> int:
+        """Number of outputs (the last layer's units)."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Dense):
+                return layer.units
+        n = self.layers[0].in_features
+        if n is None:
+            raise ValueError("the network's output size is unknown before it is built")
+        return n
+
+    def build(self, in_features: int) -> None:
+        """Create every layer's parameters for ``in_features`` inputs (seeded)."""
+        n = _positive_int("in_features", in_features)
+        for layer in self.layers:
+            if not layer.built:
+                layer.build(n, self.backend, self.dtype, self.rng)
+            elif layer.in_features != n:
+                raise ValueError(
+                    f"{layer!r} expects {layer.in_features} input features, but gets {n}"
+                )
+            n = layer.output_features(n)
+
+    def _fused_output(self) -> bool:
+        """Whether the final activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
+        last = self.layers[-1]
+        if self.loss.output_activation is None or not isinstance(last, (Dense, Activation)):
+            return False
+        return last.activation.name == self.loss.output_activation
+
+    def parameter_count(self) -> int:
+        """Total number of trainable scalars."""
+        return sum(math.prod(p.shape) for layer in self.layers for p in layer.params.values())
+
+    def get_weights(self) -> list[np.ndarray]:
+        """All parameters as NumPy arrays, layer by layer (weight before bias)."""
+        return [to_numpy(p).copy() for layer in self.layers for p in layer.params.values()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Assign parameters in the order of :meth:`get_weights` (shapes must match)."""
+        slots = [(layer, name) for layer in self.layers for name in layer.params]
+        if len(weights) != len(slots):
+            raise ValueError(f"expected {len(slots)} weight arrays, got {len(weights)}")
+        for (layer, name), value in zip(slots, weights):
+            current = layer.params[name]
+            shape = tuple(np.shape(to_numpy(value)))
+            if shape != tuple(current.shape):
+                raise ValueError(
+                    f"{type(layer).__name__} {name} must have shape {tuple(current.shape)}, "
+                    f"got {shape}"
+                )
+            layer.params[name] = self.backend.asarray(value, self.dtype, copy=True)
+
+    def to(self, backend: str | Backend, device: Any = None) -> Network:
+        """Move parameters and optimizer state to another backend or device; returns self."""
+        target = get_backend(backend, device)
+        target.dtype(self.dtype)
+        for layer in self.layers:
+            if layer.built:
+                layer.to(target)
+        self.optimizer.to(target)
+        self.backend = target
+        return self
+
+    def summary(self, print_fn: Any = print) -> str:
+        """Print (and return) layers, output shapes, parameter counts, backend, device, dtype."""
+        rows = [("Layer", "Output shape", "Params")]
+        n = self.layers[0].in_features
+        for layer in self.layers:
+            count = sum(math.prod(p.shape) for p in layer.params.values())
+            if n is not None:
+                n = layer.output_features(n)
+            shape = f"(None, {n if n is not None else '?'})"
+            rows.append((repr(layer), shape, f"{count:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        rule = "-" * (sum(widths) + 4)
+        lines = [f"Network on {self.backend.name} ({self.backend.device}), dtype {self.dtype}", rule]
+        for i, row in enumerate(rows):
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
+            if i == 0:
+                lines.append(rule)
+        lines += [
+            rule,
+            f"Total params: {self.parameter_count():,}",
+            f"Loss: {self.loss.name}   Optimizer: {self.optimizer!r}",
+        ]
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    # -- input checks ----------------------------------------------------------------
+
+    def _features(self, X: Any, name: str = "X") -> Array:
+        if X is None:
+            raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
+        if hasattr(X, "dtypes") and hasattr(X, "columns"):
+            bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
+            if bad:
+                raise ValueError(f"{name} has non-numeric columns {bad}; encode them as numbers first")
+        try:
+            x = self.backend.asarray(X, self.dtype)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric, of shape (samples, features): {exc}") from exc
+        if x.ndim != 2:
+            hint = "; use X.reshape(-1, 1) for a single feature" if x.ndim == 1 else ""
+            raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(x.shape)}{hint}")
+        if x.shape[0] == 0:
+            raise ValueError(f"{name} is empty: it has no samples")
+        if not self.built:
+            self.build(int(x.shape[1]))
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{name} has {x.shape[1]} features, but the network expects {self.in_features}"
+            )
+        self._check_finite(x, name)
+        return x
+
+    def _check_finite(self, x: Array, name: str) -> None:
+        xp = self.backend.xp
+        if not bool(xp.all(xp.isfinite(x))):
+            rows = np.nonzero(~np.isfinite(to_numpy(x)).reshape(x.shape[0], -1).all(axis=1))[0]
+            raise ValueError(
+                f"{name} contains NaN or infinity (first at row {int(rows[0])}); "
+                "remove or impute those values"
+            )
+
+    def _targets(self, y: Any, n: int, name: str = "y") -> Array:
+        """Targets on the device, shaped like the outputs (one-hot for categorical)."""
+        if y is None:
+            raise ValueError(f"{name} is None; expected one target per sample")
+        xp = self.backend.xp
+        try:
+            t = self.backend.asarray(y)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric: {exc}") from exc
+        if t.ndim == 0 or t.shape[0] != n:
+            got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} samples"
+            raise ValueError(f"X has {n} samples but {name} has {got}")
+        k = self.out_features
+        if isinstance(self.loss, CategoricalCrossentropy) and t.ndim == 1:
+            labels = self.backend.asarray(t, "float64") if not _is_integer(t, xp) else t
+            if not _is_integer(labels, xp):
+                if not bool(xp.all(labels == xp.round(labels))):
+                    raise ValueError(f"{name} must hold integer class labels 0..{k - 1}")
+            lo, hi = int(xp.min(labels)), int(xp.max(labels))
+            if lo < 0 or hi >= k:
+                bad = lo if lo < 0 else hi
+                raise ValueError(
+                    f"{name} has label {bad}, but the network has {k} outputs: "
+                    f"labels must be in [0, {k})"
+                )
+            return one_hot(xp.astype(labels, xp.int64), k, self.backend.dtype(self.dtype), xp)
+        t = self.backend.asarray(t, self.dtype)
+        if t.ndim == 1:
+            t = xp.reshape(t, (-1, 1))
+        if t.ndim != 2 or t.shape[1] != k:
+            raise ValueError(
+                f"{name} must have shape ({n},) or ({n}, {k}) for a network with {k} outputs, "
+                f"got {tuple(t.shape)}"
+            )
+        self._check_finite(t, name)
+        if self._classification and not bool(xp.all((t >= 0) & (t <= 1))):
+            raise ValueError(f"{name} must hold targets in [0, 1] for {self.loss.name}")
+        return t
+
+    # -- training ----------------------------------------------------------------------
+
+    def _forward(self, x: Array, training: bool) -> Array:
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def _loss_and_output_grad(self, out: Array, y: Array) -> tuple[Array, Array, Array, bool]:
+        """Loss, its gradient, class probabilities, and whether the gradient is w.r.t. logits."""
+        if not self._classification:
+            value, grad = self.loss.value_and_gradient(out, y)
+            return value, grad, out, False
+        logit_loss = type(self.loss)(from_logits=True)
+        if self._fused_output():
+            value, grad = logit_loss.value_and_gradient(self.layers[-1].pre_activation, y)
+            return value, grad, out, True
+        value, grad = logit_loss.value_and_gradient(out, y)
+        prob = get_activation(self.loss.output_activation).forward(out, self.backend.xp)
+        return value, grad, prob, False
+
+    def _backward(self, grad: Array, fused: bool) -> None:
+        first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
+        i = len(self.layers) - 1
+        if fused:
+            last = self.layers[i]
+            if isinstance(last, Dense):
+                grad = last.backward(grad, need_input_grad=i > first, through_activation=False)
+            i -= 1
+        for j in range(i, first - 1, -1):
+            grad = self.layers[j].backward(grad, need_input_grad=j > first)
+
+    def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """One optimizer step on a batch already on the device; returns (loss, probabilities)."""
+        out = self._forward(x, training=True)
+        value, grad, prob, fused = self._loss_and_output_grad(out, y)
+        self._backward(grad, fused)
+        self.optimizer.step(self.layers)
+        return value, prob
+
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        callbacks: Iterable[Any] = (),
+        verbose: int = 1,
+    ) -> History:
+        """Train for ``epochs`` passes over ``(X, y)`` in mini-batches.
+
+        Parameters
+        ----------
+        X : array_like, shape (samples, features)
+            NumPy, list, pandas or any backend's array; never modified.
+        y : array_like
+            ``(samples,)`` or ``(samples, outputs)``; integer labels or one-hot
+            for categorical cross-entropy, 0/1 for binary cross-entropy.
+        epochs, batch_size : int
+            Passes over the data, and samples per optimizer step.
+        shuffle : bool
+            Reshuffle (with the network's host generator) before each epoch.
+        validation_data : (X_val, y_val), optional
+            Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+        callbacks : iterable of Callback
+            Objects with any of the hooks ``on_train_begin(net, logs)``,
+            ``on_epoch_begin(net, epoch, logs)``, ``on_epoch_end(net, epoch, logs)``,
+            ``on_train_end(net, logs)``; one may set ``net.stop_training = True``.
+        verbose : {0, 1, 2}
+            0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+
+        Returns
+        -------
+        History
+            Also kept as ``net.history`` (across calls), even when training stops
+            on a non-finite loss.
+
+        Raises
+        ------
+        FloatingPointError
+            When the training loss becomes NaN or infinite; names the epoch.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+        batch_size = _positive_int("batch_size", batch_size)
+        x = self._features(X)
+        t = self._targets(y, int(x.shape[0]))
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val)")
+            xv = self._features(validation_data[0], "validation X")
+            val = (xv, self._targets(validation_data[1], int(xv.shape[0]), "validation y"))
+        callbacks = list(callbacks)
+        history = History()
+        self.history = history
+        self.stop_training = False
+        _call(callbacks, "on_train_begin", self, {})
+        n = int(x.shape[0])
+        steps = -(-n // batch_size)
+        xp = self.backend.xp
+        progress = Progress(verbose, steps, int(epochs), self.epoch)
+        for _ in range(int(epochs)):
+            epoch = self.epoch
+            _call(callbacks, "on_epoch_begin", self, epoch, {})
+            if shuffle:
+                order = self.backend.asarray(self.rng.permutation(n))
+                xe, te = xp.take(x, order, axis=0), xp.take(t, order, axis=0)
+            else:
+                xe, te = x, t
+            total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+            correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+            progress.start_epoch(epoch)
+            for step, start in enumerate(range(0, n, batch_size)):
+                xb, tb = xe[start : start + batch_size, ...], te[start : start + batch_size, ...]
+                value, prob = self.train_step(xb, tb)
+                total = total + value * xb.shape[0]
+                if self._classification:
+                    correct = correct + correct_count(prob, tb, xp, binary=self._binary)
+                progress.step(step + 1, lambda: {"loss": float(total) / min(n, (step + 1) * batch_size)})
+            logs = {"loss": float(total) / n}
+            if self._classification:
+                logs["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
+            self.epoch += 1
+            if not math.isfinite(logs["loss"]):
+                history.append(epoch, logs)
+                progress.end_epoch(logs)
+                raise FloatingPointError(
+                    f"the training loss became {logs['loss']} in epoch {epoch + 1}; training "
+                    "stopped (network.history holds the epochs before it). Try a smaller "
+                    "learning rate or check the data's scale."
+                )
+            if val is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 4096)).items()})
+            history.append(epoch, logs)
+            progress.end_epoch(logs)
+            _call(callbacks, "on_epoch_end", self, epoch, logs)
+            if self.stop_training:
+                break
+        progress.close()
+        _call(callbacks, "on_train_end", self, {})
+        return history
+
+    @property
+    def _binary(self) -> bool:
+        return not isinstance(self.loss, CategoricalCrossentropy)
+
+    # -- inference -----------------------------------------------------------------------
+
+    def predict(self, X: Any, *, batch_size: int | None = None) -> Array:
+        """Outputs after the final activation, on the network's backend.
+
+        With a final sigmoid/softmax these are probabilities; with a linear
+        output and a cross-entropy loss they are logits.
+        """
+        x = self._features(X)
+        return self._predict(x, batch_size)
+
+    def _predict(self, x: Array, batch_size: int | None) -> Array:
+        if batch_size is None:
+            return self._forward(x, training=False)
+        batch_size = _positive_int("batch_size", batch_size)
+        parts = [
+            self._forward(x[i : i + batch_size, ...], training=False)
+            for i in range(0, int(x.shape[0]), batch_size)
+        ]
+        return self.backend.xp.concat(parts, axis=0)
+
+    def predict_proba(self, X: Any, *, batch_size: int | None = None) -> Array:
+        """Class probabilities for classification losses (applies sigmoid/softmax to logits)."""
+        if not self._classification:
+            raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
+        out = self.predict(X, batch_size=batch_size)
+        if self._fused_output():
+            return out
+        return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
+
+    def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
+        """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
+        x = self._features(X)
+        return self._evaluate(x, self._targets(y, int(x.shape[0])), batch_size)
+
+    def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
+        xp = self.backend.xp
+        n = int(x.shape[0])
+        size = n if batch_size is None else _positive_int("batch_size", batch_size)
+        total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+        correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+        for i in range(0, n, size):
+            xb, tb = x[i : i + size, ...], t[i : i + size, ...]
+            value, _, prob, _ = self._loss_and_output_grad(self._forward(xb, training=False), tb)
+            total = total + value * xb.shape[0]
+            if self._classification:
+                correct = correct + correct_count(prob, tb, xp, binary=self._binary)
+        result = {"loss": float(total) / n}
+        if self._classification:
+            result["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
+        return result
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.layers!r}, loss={self.loss.name!r}, optimizer={self.optimizer!r}, "
+            f"backend={self.backend.name!r}, dtype={self.dtype!r})"
+        )
+
+
+def _is_integer(t: Array, xp: Any) -> bool:
+    return bool(xp.isdtype(t.dtype, "integral"))
+
+
+def _call(callbacks: list[Any], hook: str, *args: Any) -> None:
+    for callback in callbacks:
+        method = getattr(callback, hook, None)
+        if method is not None:
+            method(*args)

@@ -1,0 +1,271 @@
+"""Optimizers with torch.optim's update rules, written as pure per-parameter steps.
+
+Each optimizer's :meth:`Optimizer.update` takes a parameter, its gradient and
+its state (a dict of arrays, empty at first) and returns the new parameter and
+state; it never mutates its inputs, so it works on JAX's immutable arrays.
+:meth:`Optimizer.step` applies it to every parameter of a list of layers.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from .backend import Backend
+
+Array = Any
+State = dict[str, Array]
+
+
+def _check(name: str, value: float, *, low: float = 0.0, high: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if value < low or (high is not None and value >= high):
+        bound = f"in [{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return float(value)
+
+
+class Optimizer(ABC):
+    """Base class: hyper-parameters, per-parameter state and the step counter.
+
+    Attributes
+    ----------
+    learning_rate : float
+        May be changed between steps (learning-rate schedules do).
+    iterations : int
+        Number of steps taken.
+    state : dict[str, dict[str, Array]]
+        Per-parameter state, keyed ``"<layer index>.<param name>"``.
+    """
+
+    name = ""
+
+    def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
+        self.learning_rate = _check("learning_rate", learning_rate)
+        self.weight_decay = _check("weight_decay", weight_decay)
+        self.iterations = 0
+        self.state: dict[str, State] = {}
+
+    def get_config(self) -> dict[str, Any]:
+        """Hyper-parameters that rebuild this optimizer."""
+        return {"learning_rate": self.learning_rate, "weight_decay": self.weight_decay}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    def step(self, layers: Sequence[Any]) -> None:
+        """Update every parameter of ``layers`` from its gradient in ``layer.grads``."""
+        self.iterations += 1
+        for index, layer in enumerate(layers):
+            for name, param in layer.params.items():
+                key = f"{index}.{name}"
+                xp = layer.backend.xp
+                new, self.state[key] = self.update(
+                    param, layer.grads[name], self.state.get(key, {}), xp
+                )
+                layer.params[name] = new
+
+    @abstractmethod
+    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+        """Return the new ``param`` and ``state`` after one step (pure)."""
+
+    def to(self, backend: Backend) -> None:
+        """Move the state arrays to ``backend``."""
+        self.state = {
+            key: {k: backend.asarray(v) for k, v in entry.items()}
+            for key, entry in self.state.items()
+        }
+
+    def _decayed(self, param: Array, grad: Array) -> Array:
+        # L2 penalty added to the gradient, as torch.optim's weight_decay (AdamW differs).
+        return grad + self.weight_decay * param if self.weight_decay else grad
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional (Nesterov) momentum and L2 weight decay.
+
+    Parameters
+    ----------
+    learning_rate, momentum, nesterov, weight_decay, dampening
+        As ``torch.optim.SGD``'s ``lr``, ``momentum``, ``nesterov``,
+        ``weight_decay`` and ``dampening``.
+    """
+
+    name = "sgd"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        dampening: float = 0.0,
+    ) -> None:
+        super().__init__(learning_rate, weight_decay)
+        self.momentum = _check("momentum", momentum)
+        self.dampening = _check("dampening", dampening)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "dampening": self.dampening,
+        }
+
+    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+        g = self._decayed(param, grad)
+        if self.momentum:
+            buf = state.get("momentum")
+            buf = g if buf is None else self.momentum * buf + (1.0 - self.dampening) * g
+            state = {"momentum": buf}
+            g = g + self.momentum * buf if self.nesterov else buf
+        return param - self.learning_rate * g, state
+
+
+class Adam(Optimizer):
+    """Adam with bias correction, as ``torch.optim.Adam`` (``weight_decay`` is L2).
+
+    Parameters
+    ----------
+    learning_rate, beta1, beta2, eps, weight_decay
+        ``torch.optim.Adam``'s ``lr``, ``betas``, ``eps`` and ``weight_decay``.
+    """
+
+    name = "adam"
+    decoupled = False
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(learning_rate, weight_decay)
+        self.beta1 = _check("beta1", beta1, high=1.0)
+        self.beta2 = _check("beta2", beta2, high=1.0)
+        self.eps = _check("eps", eps)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "beta1": self.beta1,
+            "beta2": self.beta2,
+            "eps": self.eps,
+        }
+
+    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+        if self.decoupled:
+            param = param * (1.0 - self.learning_rate * self.weight_decay)
+            g = grad
+        else:
+            g = self._decayed(param, grad)
+        m = state.get("exp_avg")
+        v = state.get("exp_avg_sq")
+        m = (1.0 - self.beta1) * g if m is None else self.beta1 * m + (1.0 - self.beta1) * g
+        v = (1.0 - self.beta2) * g * g if v is None else self.beta2 * v + (1.0 - self.beta2) * g * g
+        t = self.iterations
+        step_size = self.learning_rate / (1.0 - self.beta1**t)
+        denom = xp.sqrt(v) / math.sqrt(1.0 - self.beta2**t) + self.eps
+        return param - step_size * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` (default 0.01)."""
+
+    name = "adamw"
+    decoupled = True
+
+    def __init__(
+        self,
+        learning_rate: float = 1e-3,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        super().__init__(learning_rate, beta1, beta2, eps, weight_decay)
+
+
+class RMSprop(Optimizer):
+    """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered)."""
+
+    name = "rmsprop"
+
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        super().__init__(learning_rate, weight_decay)
+        self.alpha = _check("alpha", alpha, high=1.0)
+        self.eps = _check("eps", eps)
+        self.momentum = _check("momentum", momentum)
+        self.centered = bool(centered)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "alpha": self.alpha,
+            "eps": self.eps,
+            "momentum": self.momentum,
+            "centered": self.centered,
+        }
+
+    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+        g = self._decayed(param, grad)
+        sq = state.get("square_avg")
+        sq = (1.0 - self.alpha) * g * g if sq is None else self.alpha * sq + (1.0 - self.alpha) * g * g
+        new_state: State = {"square_avg": sq}
+        if self.centered:
+            mean = state.get("grad_avg")
+            mean = (1.0 - self.alpha) * g if mean is None else self.alpha * mean + (1.0 - self.alpha) * g
+            new_state["grad_avg"] = mean
+            avg = xp.sqrt(sq - mean * mean) + self.eps
+        else:
+            avg = xp.sqrt(sq) + self.eps
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            buf = g / avg if buf is None else self.momentum * buf + g / avg
+            new_state["momentum_buffer"] = buf
+            return param - self.learning_rate * buf, new_state
+        return param - self.learning_rate * (g / avg), new_state
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": AdamW,
+    "rmsprop": RMSprop,
+}
+
+
+def get_optimizer(name: str | Optimizer, **kwargs: Any) -> Optimizer:
+    """Look up an optimizer by name (keyword arguments go to its constructor).
+
+    An :class:`Optimizer` instance is returned unchanged.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the valid ones.
+    """
+    if isinstance(name, Optimizer):
+        return name
+    key = str(name).lower()
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {list(OPTIMIZERS)}")
+    return OPTIMIZERS[key](**kwargs)
