@@ -100,8 +100,10 @@ class Backend:
             return xp.asarray(x, copy=True) if copy else x
         host = to_numpy(x)
         if dt is None and host.dtype.kind in "biu":
-            return xp.asarray(host, dtype=getattr(xp, host.dtype.name), device=self.device)
-        return xp.asarray(host, dtype=dt, device=self.device)
+            dt = getattr(xp, host.dtype.name)
+        # torch and NumPy share the host buffer unless told to copy
+        must_copy = copy or not host.flags.writeable
+        return xp.asarray(host, dtype=dt, device=self.device, copy=True if must_copy else None)
 
     def to_numpy(self, x: Array) -> np.ndarray:
         """Copy ``x`` to host memory as a NumPy array."""

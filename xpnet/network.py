@@ -392,12 +392,13 @@ class Network:
             correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             progress.start_epoch(epoch)
             for step, start in enumerate(range(0, n, batch_size)):
-                xb, tb = xe[start : start + batch_size, ...], te[start : start + batch_size, ...]
+                stop = min(start + batch_size, n)
+                xb, tb = xe[start:stop, ...], te[start:stop, ...]
                 value, prob = self.train_step(xb, tb)
                 total = total + value * xb.shape[0]
                 if self._classification:
                     correct = correct + correct_count(prob, tb, xp, binary=self._binary)
-                progress.step(step + 1, lambda: {"loss": float(total) / min(n, (step + 1) * batch_size)})
+                progress.step(step + 1, lambda: {"loss": float(total) / stop})
             logs = {"loss": float(total) / n}
             if self._classification:
                 logs["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
@@ -440,9 +441,10 @@ class Network:
         if batch_size is None:
             return self._forward(x, training=False)
         batch_size = _positive_int("batch_size", batch_size)
+        n = int(x.shape[0])
         parts = [
-            self._forward(x[i : i + batch_size, ...], training=False)
-            for i in range(0, int(x.shape[0]), batch_size)
+            self._forward(x[i : min(i + batch_size, n), ...], training=False)
+            for i in range(0, n, batch_size)
         ]
         return self.backend.xp.concat(parts, axis=0)
 
@@ -467,7 +469,8 @@ class Network:
         total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         for i in range(0, n, size):
-            xb, tb = x[i : i + size, ...], t[i : i + size, ...]
+            stop = min(i + size, n)
+            xb, tb = x[i:stop, ...], t[i:stop, ...]
             value, _, prob, _ = self._loss_and_output_grad(self._forward(xb, training=False), tb)
             total = total + value * xb.shape[0]
             if self._classification:
