@@ -13,7 +13,19 @@ from .backend import (
     get_backend,
     to_numpy,
 )
+from .callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    TerminateOnNaN,
+    cosine_decay,
+    exponential_decay,
+    step_decay,
+)
 from .history import History
+from .io import load
 from .layers import Activation, Dense, Dropout, Layer
 from .losses import (
     BinaryCrossentropy,
@@ -37,19 +49,29 @@ __all__ = [
     "Backend",
     "BackendUnavailableError",
     "BinaryCrossentropy",
+    "CSVLogger",
+    "Callback",
     "CategoricalCrossentropy",
     "Dense",
     "Dropout",
+    "EarlyStopping",
     "History",
     "Layer",
+    "LearningRateScheduler",
     "Loss",
     "MeanSquaredError",
+    "ModelCheckpoint",
     "Network",
     "Optimizer",
     "RMSprop",
+    "TerminateOnNaN",
     "available_backends",
+    "cosine_decay",
+    "exponential_decay",
     "get_backend",
     "get_loss",
     "get_optimizer",
+    "load",
+    "step_decay",
     "to_numpy",
 ]

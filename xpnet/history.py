@@ -34,6 +34,12 @@ class History:
             if len(values) < len(self.epoch):
                 values.append(math.nan)
 
+    def update_last(self, logs: dict[str, float]) -> None:
+        """Record keys that callbacks added to the latest epoch's ``logs`` (e.g. ``"lr"``)."""
+        for key, value in logs.items():
+            values = self.history.setdefault(key, [math.nan] * len(self.epoch))
+            values[-1] = float(value)
+
     def plot(self, path: str | Path | None = None) -> Any:
         """Draw loss and metric curves per epoch with matplotlib.
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from .activations import get_activation
 from .backend import Array, Backend, get_backend, to_numpy
+from .callbacks import TerminateOnNaN
 from .history import History
 from .layers import Activation, Dense, Layer
 from .losses import CategoricalCrossentropy, Loss, get_loss, one_hot
@@ -93,7 +94,9 @@ class Network:
         self.epoch = 0
         self.stop_training = False
         self.input_scaling: dict[str, Any] | None = None
+        """``{"mean": [...], "scale": [...]}`` applied to every input as ``(x - mean) / scale``."""
         self.metadata: dict[str, Any] = {}
+        """Free-form JSON-able facts saved with the network (feature names, classes, ...)."""
         self._classification = self.loss.classification
         if self.layers[0].in_features is not None:
             self.build(self.layers[0].in_features)
@@ -226,7 +229,15 @@ class Network:
                 f"{name} has {x.shape[1]} features, but the network expects {self.in_features}"
             )
         self._check_finite(x, name)
-        return x
+        return self._scaled(x)
+
+    def _scaled(self, x: Array) -> Array:
+        """Apply ``input_scaling`` (``(x - mean) / scale``), if the network has one."""
+        if not self.input_scaling:
+            return x
+        mean = self.backend.asarray(np.asarray(self.input_scaling["mean"]), self.dtype)
+        scale = self.backend.asarray(np.asarray(self.input_scaling["scale"]), self.dtype)
+        return (x - mean) / scale
 
     def _check_finite(self, x: Array, name: str) -> None:
         xp = self.backend.xp
@@ -343,9 +354,8 @@ class Network:
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
         callbacks : iterable of Callback
-            Objects with any of the hooks ``on_train_begin(net, logs)``,
-            ``on_epoch_begin(net, epoch, logs)``, ``on_epoch_end(net, epoch, logs)``,
-            ``on_train_end(net, logs)``; one may set ``net.stop_training = True``.
+            See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
+            is added unless one is given.
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
 
@@ -358,7 +368,8 @@ class Network:
         Raises
         ------
         FloatingPointError
-            When the training loss becomes NaN or infinite; names the epoch.
+            When the training loss becomes NaN or infinite (names the epoch),
+            unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
@@ -372,6 +383,8 @@ class Network:
             xv = self._features(validation_data[0], "validation X")
             val = (xv, self._targets(validation_data[1], int(xv.shape[0]), "validation y"))
         callbacks = list(callbacks)
+        if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
+            callbacks.insert(0, TerminateOnNaN())
         history = History()
         self.history = history
         self.stop_training = False
@@ -391,7 +404,7 @@ class Network:
             total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             progress.start_epoch(epoch)
-            for step, start in enumerate(range(0, n, batch_size)):
+            for step, start in enumerate(range(0, n, batch_size)):  # noqa: B007
                 stop = min(start + batch_size, n)
                 xb, tb = xe[start:stop, ...], te[start:stop, ...]
                 value, prob = self.train_step(xb, tb)
@@ -403,19 +416,12 @@ class Network:
             if self._classification:
                 logs["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
             self.epoch += 1
-            if not math.isfinite(logs["loss"]):
-                history.append(epoch, logs)
-                progress.end_epoch(logs)
-                raise FloatingPointError(
-                    f"the training loss became {logs['loss']} in epoch {epoch + 1}; training "
-                    "stopped (network.history holds the epochs before it). Try a smaller "
-                    "learning rate or check the data's scale."
-                )
-            if val is not None:
+            if val is not None and math.isfinite(logs["loss"]):
                 logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 4096)).items()})
             history.append(epoch, logs)
             progress.end_epoch(logs)
             _call(callbacks, "on_epoch_end", self, epoch, logs)
+            history.update_last(logs)
             if self.stop_training:
                 break
         progress.close()
@@ -479,6 +485,12 @@ class Network:
         if self._classification:
             result["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
         return result
+
+    def save(self, path: Any) -> None:
+        """Write the network to a safetensors checkpoint (see :func:`xpnet.io.save`)."""
+        from .io import save  # io builds networks, so it imports this module
+
+        save(self, path)
 
     def __repr__(self) -> str:
         return (

@@ -1,0 +1,266 @@
+"""Callbacks: hooks that ``Network.fit`` calls around epochs, in Keras's vocabulary.
+
+A callback subclasses :class:`Callback` and overrides any of
+``on_train_begin(net, logs)``, ``on_epoch_begin(net, epoch, logs)``,
+``on_epoch_end(net, epoch, logs)`` and ``on_train_end(net, logs)``. ``epoch``
+counts from 0 across ``fit`` calls; ``logs`` holds the epoch's metrics
+(``loss``, ``accuracy``, ``val_loss``, ...) and a callback may add to it.
+Setting ``net.stop_training = True`` ends ``fit`` after the current epoch.
+
+This module sees a network only through its public attributes, so it never
+imports ``network.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class Callback:
+    """Base class; every hook does nothing."""
+
+    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
+        """Called once when ``fit`` starts."""
+
+    def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        """Called before each epoch."""
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        """Called after each epoch with its metrics."""
+
+    def on_train_end(self, net: Any, logs: dict[str, float]) -> None:
+        """Called once when ``fit`` ends (not when it raises)."""
+
+
+class TerminateOnNaN(Callback):
+    """Stop when the training loss becomes NaN or infinite (on in every ``fit`` by default).
+
+    Parameters
+    ----------
+    raise_error : bool
+        Raise :class:`FloatingPointError` naming the epoch (the default), or
+        stop quietly. Either way ``net.history`` keeps every epoch up to it.
+    """
+
+    def __init__(self, raise_error: bool = True) -> None:
+        self.raise_error = raise_error
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        loss = logs.get("loss", 0.0)
+        if math.isfinite(loss):
+            return
+        net.stop_training = True
+        if self.raise_error:
+            raise FloatingPointError(
+                f"the training loss became {loss} in epoch {epoch + 1}; training stopped "
+                "(network.history holds every epoch up to it). Try a smaller learning rate "
+                "or check the scale of the data."
+            )
+
+
+def _monitor_mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if "accuracy" in monitor else "min"
+    return mode
+
+
+def _monitored(monitor: str, logs: dict[str, float], owner: str) -> float:
+    if monitor not in logs:
+        hint = " (pass validation_data to fit)" if monitor.startswith("val_") else ""
+        raise ValueError(
+            f"{owner} monitors {monitor!r}, which fit does not log{hint}; logged: {sorted(logs)}"
+        )
+    return float(logs[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when a monitored metric has stopped improving.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``"val_loss"`` or ``"val_accuracy"``.
+    patience : int
+        Epochs without improvement to wait before stopping.
+    min_delta : float
+        The least change that counts as an improvement.
+    restore_best_weights : bool
+        At the end of training, put back the weights of the best epoch.
+    mode : {"auto", "min", "max"}
+        Whether smaller or larger is better; ``"auto"`` maximizes accuracies.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        patience: int = 0,
+        min_delta: float = 0.0,
+        restore_best_weights: bool = False,
+        mode: str = "auto",
+    ) -> None:
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        if min_delta < 0:
+            raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.restore_best_weights = restore_best_weights
+        self.mode = _monitor_mode(monitor, mode)
+        self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: list[Any] | None = None
+        self.stopped_epoch = None
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        value = _monitored(self.monitor, logs, "EarlyStopping")
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = net.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= max(self.patience, 1):
+            self.stopped_epoch = epoch
+            net.stop_training = True
+
+    def on_train_end(self, net: Any, logs: dict[str, float]) -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            net.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the network after each epoch (or only when the monitored metric improves).
+
+    Writes are atomic: a temporary file in the same folder is renamed over
+    ``path``, so a crash never leaves a half-written checkpoint.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target file; may hold ``{epoch}`` (1-based) and log keys, e.g.
+        ``"ckpt-{epoch:03d}-{val_loss:.3f}.safetensors"``.
+    monitor, mode : str
+        As in :class:`EarlyStopping`; used with ``save_best_only``.
+    save_best_only : bool
+        Save only when ``monitor`` improves on the best value so far.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        monitor: str = "val_loss",
+        save_best_only: bool = False,
+        mode: str = "auto",
+    ) -> None:
+        self.path = str(path)
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        self.mode = _monitor_mode(monitor, mode)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.saved: list[str] = []
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        if self.save_best_only:
+            value = _monitored(self.monitor, logs, "ModelCheckpoint")
+            better = value < self.best if self.mode == "min" else value > self.best
+            if not better:
+                return
+            self.best = value
+        target = self.path.format(epoch=epoch + 1, **logs)
+        net.save(target)
+        self.saved.append(target)
+
+
+def step_decay(initial: float, drop: float = 0.5, every: int = 10) -> Callable[[int], float]:
+    """Schedule ``initial * drop ** (epoch // every)``."""
+    return lambda epoch: initial * drop ** (epoch // every)
+
+
+def exponential_decay(initial: float, rate: float = 0.96) -> Callable[[int], float]:
+    """Schedule ``initial * rate ** epoch``."""
+    return lambda epoch: initial * rate**epoch
+
+
+def cosine_decay(initial: float, epochs: int, minimum: float = 0.0) -> Callable[[int], float]:
+    """Half a cosine from ``initial`` at epoch 0 to ``minimum`` at ``epochs`` (then flat)."""
+
+    def schedule(epoch: int) -> float:
+        progress = min(epoch, epochs) / epochs
+        return minimum + 0.5 * (initial - minimum) * (1.0 + math.cos(math.pi * progress))
+
+    return schedule
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate before each epoch from ``schedule(epoch)``.
+
+    ``schedule`` takes the 0-based epoch (and, if it accepts two arguments,
+    the current learning rate) and returns the new rate; see
+    :func:`step_decay`, :func:`exponential_decay` and :func:`cosine_decay`.
+    The rate used is logged as ``"lr"``.
+    """
+
+    def __init__(self, schedule: Callable[..., float]) -> None:
+        self.schedule = schedule
+
+    def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        current = net.optimizer.learning_rate
+        try:
+            rate = self.schedule(epoch, current)
+        except TypeError:
+            rate = self.schedule(epoch)
+        rate = float(rate)
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(f"the schedule gave learning rate {rate} for epoch {epoch}")
+        net.optimizer.learning_rate = rate
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        logs["lr"] = net.optimizer.learning_rate
+
+
+class CSVLogger(Callback):
+    """Append one CSV row of metrics per epoch to ``path`` (flushed every epoch).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file; its header is ``epoch`` and the metric names.
+    append : bool
+        Keep existing rows (for resumed training) instead of starting afresh.
+    """
+
+    def __init__(self, path: str | Path, append: bool = False) -> None:
+        self.path = Path(path)
+        self.append = append
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
+        self._keys = None
+        if not self.append and self.path.exists():
+            self.path.unlink()
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
+        if self._keys is None:
+            self._keys = list(logs)
+        with self.path.open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new_file:
+                writer.writerow(["epoch", *self._keys])
+            writer.writerow([epoch + 1, *(logs.get(k, "") for k in self._keys)])
