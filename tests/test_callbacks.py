@@ -1,0 +1,149 @@
+"""Callbacks: early stopping, checkpoints, schedules, NaN handling, CSV logs."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(64, 3))
+Y = (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def _net(backend, lr=0.05, seed=0):
+    return xn.Network(
+        [xn.Dense(8, "tanh", in_features=3), xn.Dense(1, "sigmoid")],
+        loss="logloss", optimizer=xn.SGD(lr), backend=backend, dtype="float64", seed=seed,
+    )
+
+
+class Scripted(xn.Callback):
+    """Feeds a fixed sequence of values as ``val_loss``."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def on_epoch_end(self, net, epoch, logs):
+        logs["val_loss"] = self.values[epoch]
+
+
+@pytest.mark.parametrize(("patience", "stops_after"), [(0, 3), (2, 4)])
+def test_early_stopping_waits_patience_epochs(backend, patience, stops_after):
+    values = [3.0, 2.0, 1.0, 1.5, 1.2, 1.1, 0.5, 0.4]
+    stopper = xn.EarlyStopping(patience=patience)
+    history = _net(backend).fit(X, Y, epochs=8, callbacks=[Scripted(values), stopper], verbose=0)
+    assert len(history.epoch) == stops_after + 1
+    assert stopper.best == 1.0 and stopper.stopped_epoch == stops_after
+
+
+def test_early_stopping_min_delta_and_max_mode(backend):
+    stopper = xn.EarlyStopping(monitor="val_loss", min_delta=0.5)
+    history = _net(backend).fit(X, Y, epochs=5, callbacks=[Scripted([3.0, 2.8, 1.0, 0.9, 0.1]), stopper], verbose=0)
+    assert len(history.epoch) == 2
+    assert xn.EarlyStopping(monitor="val_accuracy").mode == "max"
+
+
+def test_early_stopping_restores_best_weights(backend):
+    net = _net(backend)
+    recorder = []
+
+    class Record(xn.Callback):
+        def on_epoch_end(self, net, epoch, logs):
+            recorder.append(net.get_weights())
+
+    values = [1.0, 0.5, 0.9, 0.8]
+    net.fit(X, Y, epochs=4, callbacks=[Scripted(values), Record(), xn.EarlyStopping(patience=5, restore_best_weights=True)], verbose=0)
+    for got, want in zip(net.get_weights(), recorder[1]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_monitoring_an_unlogged_metric_says_what_to_do(backend):
+    with pytest.raises(ValueError, match=r"monitors 'val_loss', which fit does not log \(pass validation_data"):
+        _net(backend).fit(X, Y, epochs=1, callbacks=[xn.EarlyStopping()], verbose=0)
+
+
+def test_model_checkpoint_saves_the_best_only(backend, tmp_path):
+    pytest.importorskip("safetensors")
+    path = tmp_path / "best.safetensors"
+    saver = xn.ModelCheckpoint(path, save_best_only=True)
+    net = _net(backend)
+    net.fit(X, Y, epochs=4, callbacks=[Scripted([2.0, 1.0, 3.0, 4.0]), saver], verbose=0)
+    assert saver.saved == [str(path), str(path)]
+    assert xn.load(path, backend="numpy").epoch == 2
+
+
+def test_model_checkpoint_formats_the_path_per_epoch(backend, tmp_path):
+    pytest.importorskip("safetensors")
+    saver = xn.ModelCheckpoint(tmp_path / "e{epoch:02d}-{loss:.2f}.safetensors")
+    _net(backend).fit(X, Y, epochs=2, callbacks=[saver], verbose=0)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert len(names) == 2 and names[0].startswith("e01-") and names[1].startswith("e02-")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        (xn.step_decay(0.1, drop=0.5, every=2), [0.1, 0.1, 0.05, 0.05, 0.025]),
+        (xn.exponential_decay(0.1, rate=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
+        (xn.cosine_decay(0.1, epochs=4), [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
+        (lambda epoch, lr: lr * 0.9, [0.09, 0.081, 0.0729, 0.06561, 0.059049]),
+    ],
+)
+def test_learning_rate_scheduler(backend, schedule, expected):
+    net = _net(backend, lr=0.1)
+    history = net.fit(X, Y, epochs=5, callbacks=[xn.LearningRateScheduler(schedule)], verbose=0)
+    np.testing.assert_allclose(history.history["lr"], expected, rtol=1e-12, atol=1e-15)
+    assert net.optimizer.learning_rate == pytest.approx(expected[-1])
+
+
+def test_scheduled_rate_changes_the_updates(backend):
+    plain, halved = _net(backend, lr=0.1), _net(backend, lr=0.1)
+    plain.fit(X, Y, epochs=1, shuffle=False, batch_size=64, verbose=0)
+    halved.fit(X, Y, epochs=1, shuffle=False, batch_size=64, callbacks=[xn.LearningRateScheduler(lambda e: 0.0)], verbose=0)
+    start = _net(backend, lr=0.1).get_weights()
+    for got, want in zip(halved.get_weights(), start):
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(plain.get_weights()[0], start[0])
+
+
+def test_terminate_on_nan_can_stop_quietly(backend):
+    Xb = np.linspace(-50, 50, 40).reshape(-1, 1)
+    net = xn.Network([xn.Dense(1, in_features=1)], optimizer=xn.SGD(10.0), backend=backend, seed=0)
+    with np.errstate(all="ignore"):
+        history = net.fit(Xb, Xb * 3, epochs=50, batch_size=8, callbacks=[xn.TerminateOnNaN(raise_error=False)], verbose=0)
+    assert len(history.epoch) < 50 and not math.isfinite(history.history["loss"][-1])
+
+
+def test_csv_logger_writes_a_row_per_epoch(backend, tmp_path):
+    path = tmp_path / "log.csv"
+    _net(backend).fit(X, Y, epochs=3, validation_data=(X, Y), callbacks=[xn.CSVLogger(path)], verbose=0)
+    rows = list(csv.reader(path.open()))
+    assert rows[0] == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert [r[0] for r in rows[1:]] == ["1", "2", "3"]
+    assert all(math.isfinite(float(v)) for r in rows[1:] for v in r)
+
+
+def test_callback_hooks_run_in_order(backend):
+    calls = []
+
+    class Spy(xn.Callback):
+        def on_train_begin(self, net, logs):
+            calls.append("train_begin")
+
+        def on_epoch_begin(self, net, epoch, logs):
+            calls.append(f"begin{epoch}")
+
+        def on_epoch_end(self, net, epoch, logs):
+            calls.append(f"end{epoch}")
+
+        def on_train_end(self, net, logs):
+            calls.append("train_end")
+
+    _net(backend).fit(X, Y, epochs=2, callbacks=[Spy()], verbose=0)
+    assert calls == ["train_begin", "begin0", "end0", "begin1", "end1", "train_end"]
