@@ -99,8 +99,6 @@ class Backend:
                 return xp.astype(x, dt)
             return xp.asarray(x, copy=True) if copy else x
         host = to_numpy(x)
-        if dt is None and host.dtype.kind in "biu":
-            dt = getattr(xp, host.dtype.name)
         # torch and NumPy share the host buffer unless told to copy
         must_copy = copy or not host.flags.writeable
         return xp.asarray(host, dtype=dt, device=self.device, copy=True if must_copy else None)
@@ -254,13 +252,13 @@ def _array_api_strict(device: Any) -> Backend:
         raise BackendUnavailableError(
             "the array_api_strict backend needs array-api-strict: pip install array-api-strict"
         ) from exc
-    names = [d.name if hasattr(d, "name") else str(d) for d in xp.__array_namespace_info__().devices()]
+    names = [_strict_device_name(d) for d in xp.__array_namespace_info__().devices()]
     if device is None:
         dev = xp.Device("CPU_DEVICE")
     elif isinstance(device, xp.Device):
         dev = device
     else:
-        if str(device) not in {"CPU_DEVICE", "device1", "device2"}:
+        if str(device) not in names:
             raise ValueError(f"array_api_strict has no device {device!r}; its devices: {names}")
         dev = xp.Device(str(device))
     return Backend(
@@ -269,6 +267,12 @@ def _array_api_strict(device: Any) -> Backend:
         dev,
         lambda x: type(x).__module__.startswith("array_api_strict"),
     )
+
+
+def _strict_device_name(device: Any) -> str:
+    # Device's repr is "array_api_strict.Device('device1')"; the name is between quotes.
+    text = repr(device)
+    return text.split("'")[1] if "'" in text else text
 
 
 _LOADERS: dict[str, Callable[[Any], Backend]] = {
@@ -364,7 +368,7 @@ def _devices(backend: Backend) -> Sequence[str]:
         import jax
 
         return [f"{d.platform}:{d.id}" for d in jax.devices()]
-    return [str(getattr(d, "name", d)) for d in backend.xp.__array_namespace_info__().devices()]
+    return [_strict_device_name(d) for d in backend.xp.__array_namespace_info__().devices()]
 
 
 def namespace_of(*arrays: Any) -> Any:
