@@ -121,3 +121,11 @@ def test_describe_backends_lists_every_known_backend():
     assert rows["numpy"]["available"] and rows["numpy"]["devices"] == ["cpu"]
     for row in rows.values():
         assert row["available"] or row["reason"]
+
+
+def test_backend_pickles_by_name_and_device(backend):
+    import pickle
+
+    again = pickle.loads(pickle.dumps(backend))
+    assert again == backend and again.xp is backend.xp
+    assert xn.get_backend(backend.name, backend.device_spec) == backend

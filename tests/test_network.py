@@ -303,3 +303,13 @@ def test_layers_must_be_layers():
         xn.Network([])
     with pytest.raises(TypeError, match="xpnet Layer objects"):
         xn.Network(["dense"])
+
+
+def test_network_pickles_with_its_backend(backend):
+    import pickle
+
+    net = _xor_net(backend, 0)
+    net.fit(XOR_X, XOR_Y, epochs=2, batch_size=2, verbose=0)
+    again = pickle.loads(pickle.dumps(net))
+    assert again.backend == backend
+    np.testing.assert_array_equal(xn.to_numpy(again.predict(XOR_X)), xn.to_numpy(net.predict(XOR_X)))

@@ -40,6 +40,9 @@ class ActivationFunction:
     forward: Forward
     backward: Backward
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (get_activation, (self.name,))
+
 
 def sigmoid(x: Array, xp: Any) -> Array:
     """Logistic function; never overflows, whatever the input."""

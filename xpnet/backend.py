@@ -62,6 +62,21 @@ class Backend:
     def __repr__(self) -> str:
         return f"Backend(name={self.name!r}, device={self.device!r})"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by name and device, since namespaces and device objects do not pickle.
+        return (get_backend, (self.name, self.device_spec))
+
+    @property
+    def device_spec(self) -> str | int:
+        """The device as :func:`get_backend` accepts it: ``"cpu"``, ``"cuda:0"``, ``0``, ``"device1"``."""
+        if self.name == "cupy":
+            return int(self.device.id)
+        if self.name == "jax":
+            return f"{self.device.platform}:{self.device.id}"
+        if self.name == "array_api_strict":
+            return _strict_device_name(self.device)
+        return str(self.device)
+
     def dtype(self, name: str | Any) -> Any:
         """Return the namespace's floating dtype for ``"float32"`` or ``"float64"``."""
         if not isinstance(name, str):
