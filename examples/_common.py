@@ -10,7 +10,9 @@ import xpnet as xn
 def parse(description: str, epochs: int, seed: int = 0) -> argparse.Namespace:
     """Parse ``--backend``, ``--device``, ``--seed`` and ``--epochs`` and say where we run."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--backend", default=None, help="numpy, cupy, torch, jax, array_api_strict (default: auto)")
+    parser.add_argument(
+        "--backend", default=None, help="numpy, cupy, torch, jax, array_api_strict (default: auto)"
+    )
     parser.add_argument("--device", default=None, help="backend device, e.g. cuda:0 or device1")
     parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--epochs", type=int, default=epochs)

@@ -4,9 +4,9 @@ This is what Network.fit does for you; here each piece is in view.
 """
 
 import numpy as np
+from _common import parse
 
 import xpnet as xn
-from _common import parse
 
 args = parse(__doc__, epochs=2000)
 backend = args.backend

@@ -1,11 +1,11 @@
 """Handwritten digits (scikit-learn's bundled 8x8 images): a 64-64-10 MLP and its confusion matrix."""
 
 import numpy as np
+from _common import parse
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import xpnet as xn
-from _common import parse
 
 args = parse(__doc__, epochs=20)
 X, y = load_digits(return_X_y=True)
@@ -13,7 +13,10 @@ X_train, X_test, y_train, y_test = train_test_split(X / 16.0, y, test_size=0.25,
 
 net = xn.Network(
     [xn.Dense(64, "relu", in_features=64), xn.Dense(10, "softmax")],
-    loss="cross_entropy", optimizer=xn.Adam(0.003), backend=args.backend, seed=args.seed,
+    loss="cross_entropy",
+    optimizer=xn.Adam(0.003),
+    backend=args.backend,
+    seed=args.seed,
 )
 net.fit(X_train, y_train, epochs=args.epochs, batch_size=32, validation_data=(X_test, y_test), verbose=0)
 predicted = np.argmax(xn.to_numpy(net.predict(X_test)), axis=1)

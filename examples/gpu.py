@@ -43,11 +43,16 @@ y = np.argmax(X @ teacher, axis=1)
 
 net = xn.Network(
     [xn.Dense(256, "relu", in_features=784), xn.Dense(128, "relu"), xn.Dense(10, "softmax")],
-    loss="cross_entropy", optimizer=xn.SGD(0.1), backend=backend, seed=0,
+    loss="cross_entropy",
+    optimizer=xn.SGD(0.1),
+    backend=backend,
+    seed=0,
 )
 net.fit(X[:1024], y[:1024], epochs=1, batch_size=128, verbose=0)  # warm-up: kernels, allocator
 start = time.perf_counter()
 history = net.fit(X, y, epochs=args.epochs, batch_size=128, verbose=0)
 seconds = time.perf_counter() - start
-print(f"{args.epochs} epochs of {args.samples} samples in {seconds:.2f}s: {args.epochs * args.samples / seconds:,.0f} samples/s")
-print(f"loss {history.history['loss'][0]:.3f} -> {history.history['loss'][-1]:.3f}, accuracy {history.history['accuracy'][-1]:.3f}")
+rate = args.epochs * args.samples / seconds
+print(f"{args.epochs} epochs of {args.samples} samples in {seconds:.2f}s: {rate:,.0f} samples/s")
+loss, accuracy = history.history["loss"], history.history["accuracy"]
+print(f"loss {loss[0]:.3f} -> {loss[-1]:.3f}, accuracy {accuracy[-1]:.3f}")

@@ -24,15 +24,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="run on this backend only (repeatable); default: every importable backend",
     )
-    parser.addoption(
-        "--device", default=None, help="device for the backend(s) (also $XPNET_TEST_DEVICE)"
-    )
+    parser.addoption("--device", default=None, help="device for the backend(s) (also $XPNET_TEST_DEVICE)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "skip_backends(*names, reason): the test cannot run on these backends"
-    )
+    config.addinivalue_line("markers", "skip_backends(*names, reason): the test cannot run on these backends")
 
 
 def _selected(config: pytest.Config) -> list[str]:

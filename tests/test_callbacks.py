@@ -18,7 +18,11 @@ Y = (X[:, 0] + X[:, 1] > 0).astype(int)
 def _net(backend, lr=0.05, seed=0):
     return xn.Network(
         [xn.Dense(8, "tanh", in_features=3), xn.Dense(1, "sigmoid")],
-        loss="logloss", optimizer=xn.SGD(lr), backend=backend, dtype="float64", seed=seed,
+        loss="logloss",
+        optimizer=xn.SGD(lr),
+        backend=backend,
+        dtype="float64",
+        seed=seed,
     )
 
 
@@ -43,7 +47,9 @@ def test_early_stopping_waits_patience_epochs(backend, patience, stops_after):
 
 def test_early_stopping_min_delta_and_max_mode(backend):
     stopper = xn.EarlyStopping(monitor="val_loss", min_delta=0.5)
-    history = _net(backend).fit(X, Y, epochs=5, callbacks=[Scripted([3.0, 2.8, 1.0, 0.9, 0.1]), stopper], verbose=0)
+    history = _net(backend).fit(
+        X, Y, epochs=5, callbacks=[Scripted([3.0, 2.8, 1.0, 0.9, 0.1]), stopper], verbose=0
+    )
     assert len(history.epoch) == 2
     assert xn.EarlyStopping(monitor="val_accuracy").mode == "max"
 
@@ -57,13 +63,25 @@ def test_early_stopping_restores_best_weights(backend):
             recorder.append(net.get_weights())
 
     values = [1.0, 0.5, 0.9, 0.8]
-    net.fit(X, Y, epochs=4, callbacks=[Scripted(values), Record(), xn.EarlyStopping(patience=5, restore_best_weights=True)], verbose=0)
+    net.fit(
+        X,
+        Y,
+        epochs=4,
+        callbacks=[
+            Scripted(values),
+            Record(),
+            xn.EarlyStopping(patience=5, restore_best_weights=True),
+        ],
+        verbose=0,
+    )
     for got, want in zip(net.get_weights(), recorder[1]):
         np.testing.assert_array_equal(got, want)
 
 
 def test_monitoring_an_unlogged_metric_says_what_to_do(backend):
-    with pytest.raises(ValueError, match=r"monitors 'val_loss', which fit does not log \(pass validation_data"):
+    with pytest.raises(
+        ValueError, match=r"monitors 'val_loss', which fit does not log \(pass validation_data"
+    ):
         _net(backend).fit(X, Y, epochs=1, callbacks=[xn.EarlyStopping()], verbose=0)
 
 
@@ -91,7 +109,16 @@ def test_model_checkpoint_formats_the_path_per_epoch(backend, tmp_path):
     [
         (xn.step_decay(0.1, drop=0.5, every=2), [0.1, 0.1, 0.05, 0.05, 0.025]),
         (xn.exponential_decay(0.1, rate=0.5), [0.1, 0.05, 0.025, 0.0125, 0.00625]),
-        (xn.cosine_decay(0.1, epochs=4), [0.1, 0.1 * (1 + math.cos(math.pi / 4)) / 2, 0.05, 0.1 * (1 + math.cos(3 * math.pi / 4)) / 2, 0.0]),
+        (
+            xn.cosine_decay(0.1, epochs=4),
+            [
+                0.1,
+                0.1 * (1 + math.cos(math.pi / 4)) / 2,
+                0.05,
+                0.1 * (1 + math.cos(3 * math.pi / 4)) / 2,
+                0.0,
+            ],
+        ),
         (lambda epoch, lr: lr * 0.9, [0.09, 0.081, 0.0729, 0.06561, 0.059049]),
     ],
 )
@@ -105,7 +132,15 @@ def test_learning_rate_scheduler(backend, schedule, expected):
 def test_scheduled_rate_changes_the_updates(backend):
     plain, halved = _net(backend, lr=0.1), _net(backend, lr=0.1)
     plain.fit(X, Y, epochs=1, shuffle=False, batch_size=64, verbose=0)
-    halved.fit(X, Y, epochs=1, shuffle=False, batch_size=64, callbacks=[xn.LearningRateScheduler(lambda e: 0.0)], verbose=0)
+    halved.fit(
+        X,
+        Y,
+        epochs=1,
+        shuffle=False,
+        batch_size=64,
+        callbacks=[xn.LearningRateScheduler(lambda e: 0.0)],
+        verbose=0,
+    )
     start = _net(backend, lr=0.1).get_weights()
     for got, want in zip(halved.get_weights(), start):
         np.testing.assert_array_equal(got, want)
@@ -116,7 +151,14 @@ def test_terminate_on_nan_can_stop_quietly(backend):
     Xb = np.linspace(-50, 50, 40).reshape(-1, 1)
     net = xn.Network([xn.Dense(1, in_features=1)], optimizer=xn.SGD(10.0), backend=backend, seed=0)
     with np.errstate(all="ignore"):
-        history = net.fit(Xb, Xb * 3, epochs=50, batch_size=8, callbacks=[xn.TerminateOnNaN(raise_error=False)], verbose=0)
+        history = net.fit(
+            Xb,
+            Xb * 3,
+            epochs=50,
+            batch_size=8,
+            callbacks=[xn.TerminateOnNaN(raise_error=False)],
+            verbose=0,
+        )
     assert len(history.epoch) < 50 and not math.isfinite(history.history["loss"][-1])
 
 

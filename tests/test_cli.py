@@ -16,7 +16,10 @@ pytest.importorskip("safetensors")
 def run(*args, cwd, check=True):
     result = subprocess.run(
         [sys.executable, "-m", "xpnet", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"XPNET_BACKEND": "numpy", "PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(sys.path)},
     )
     if check and result.returncode != 0:
@@ -38,9 +41,21 @@ def table(tmp_path):
 
 
 def test_train_evaluate_predict_on_a_csv(tmp_path, table):
-    out = run("train", table, "--hidden", "16", "--epochs", "40", "--lr", "0.01", "--plot", "curves.png", cwd=tmp_path)
+    out = run(
+        "train",
+        table,
+        "--hidden",
+        "16",
+        "--epochs",
+        "40",
+        "--lr",
+        "0.01",
+        "--plot",
+        "curves.png",
+        cwd=tmp_path,
+    )
     assert "160 train / 40 held-out" in out.stdout
-    final = [line for line in out.stdout.splitlines() if line.startswith("val_loss")][0]
+    final = next(line for line in out.stdout.splitlines() if line.startswith("val_loss"))
     assert float(final.split("val_accuracy: ")[1]) >= 0.9
     assert (tmp_path / "model.safetensors").stat().st_size > 0
     assert (tmp_path / "curves.png").stat().st_size > 10_000

@@ -13,7 +13,10 @@ def test_xor_needs_nothing():
     assert data.X.shape == (4, 2) and list(data.y) == [0, 1, 1, 0] and data.task == "classification"
 
 
-@pytest.mark.parametrize(("name", "shape", "classes"), [("digits", (1797, 64), 10), ("iris", (150, 4), 3), ("breast-cancer", (569, 30), 2)])
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"),
+    [("digits", (1797, 64), 10), ("iris", (150, 4), 3), ("breast-cancer", (569, 30), 2)],
+)
 def test_bundled_datasets(name, shape, classes):
     pytest.importorskip("sklearn")
     data = load_dataset(name)
@@ -28,7 +31,7 @@ def test_unknown_dataset_lists_the_built_in_ones():
 def test_stratified_split_keeps_class_proportions():
     y = np.array([0] * 80 + [1] * 20)
     X = np.arange(100.0).reshape(-1, 1)
-    X_train, X_test, y_train, y_test = train_test_split(X, y, 0.25, seed=1)
+    X_train, X_test, _, y_test = train_test_split(X, y, 0.25, seed=1)
     assert (y_test == 1).sum() == 5 and (y_test == 0).sum() == 20
     assert sorted(np.concatenate([X_train, X_test]).ravel()) == list(X.ravel())
     again = train_test_split(X, y, 0.25, seed=1)

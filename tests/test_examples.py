@@ -14,8 +14,18 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 def run_example(name, backend, *extra):
     result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), "--backend", backend.name, "--device", str(backend.device_spec), *extra],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(EXAMPLES / name),
+            "--backend",
+            backend.name,
+            "--device",
+            str(backend.device_spec),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr
     assert f"backend: {backend.name}" in result.stdout
@@ -24,7 +34,14 @@ def run_example(name, backend, *extra):
 
 def test_every_example_is_covered():
     scripts = {p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")}
-    assert scripts == {"perceptron.py", "xor.py", "by_hand.py", "diabetes.py", "digits.py", "gpu.py"}
+    assert scripts == {
+        "perceptron.py",
+        "xor.py",
+        "by_hand.py",
+        "diabetes.py",
+        "digits.py",
+        "gpu.py",
+    }
 
 
 def test_perceptron(backend):

@@ -22,7 +22,11 @@ Y = RNG.integers(0, 3, size=48)
 def _net(backend):
     return xn.Network(
         [xn.Dense(8, "relu", in_features=4), xn.Dropout(0.25), xn.Dense(3, "softmax")],
-        loss="cross_entropy", optimizer=xn.Adam(0.01), backend=backend, dtype="float64", seed=7,
+        loss="cross_entropy",
+        optimizer=xn.Adam(0.01),
+        backend=backend,
+        dtype="float64",
+        seed=7,
     )
 
 
@@ -57,12 +61,17 @@ def test_a_checkpoint_loads_on_another_backend(backend, tmp_path):
 def test_load_uses_the_default_backend_not_the_saved_one(tmp_path, monkeypatch):
     net = _net("numpy")
     net.save(tmp_path / "m.safetensors")
-    monkeypatch.setenv("XPNET_BACKEND", "array_api_strict" if "array_api_strict" in xn.available_backends() else "numpy")
+    monkeypatch.setenv(
+        "XPNET_BACKEND",
+        "array_api_strict" if "array_api_strict" in xn.available_backends() else "numpy",
+    )
     assert xn.load(tmp_path / "m.safetensors").backend.name == os.environ["XPNET_BACKEND"]
 
 
 def test_float32_network_round_trips_exactly(tmp_path):
-    net = xn.Network([xn.Dense(3, "tanh", in_features=2, use_bias=False), xn.Dense(1)], backend="numpy", seed=0)
+    net = xn.Network(
+        [xn.Dense(3, "tanh", in_features=2, use_bias=False), xn.Dense(1)], backend="numpy", seed=0
+    )
     net.save(tmp_path / "m.safetensors")
     loaded = xn.load(tmp_path / "m.safetensors", backend="numpy")
     assert loaded.dtype == "float32" and loaded.layers[0].bias is None

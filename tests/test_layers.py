@@ -96,7 +96,11 @@ def test_weights_assigned_before_building_are_kept(backend):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((0,), "positive integer"), ((2.5,), "positive integer"), ((3, "swish"), "unknown activation")],
+    [
+        ((0,), "positive integer"),
+        ((2.5,), "positive integer"),
+        ((3, "swish"), "unknown activation"),
+    ],
 )
 def test_dense_rejects_bad_arguments(args, message):
     with pytest.raises(ValueError, match=message):

@@ -50,7 +50,11 @@ def _torch_value(name, from_logits, pred, target):
     if name == "mse":
         return torch.nn.functional.mse_loss(p, torch.as_tensor(target)).item()
     if name == "binary_crossentropy":
-        fn = torch.nn.functional.binary_cross_entropy_with_logits if from_logits else torch.nn.functional.binary_cross_entropy
+        fn = (
+            torch.nn.functional.binary_cross_entropy_with_logits
+            if from_logits
+            else torch.nn.functional.binary_cross_entropy
+        )
         return fn(p, torch.as_tensor(target)).item()
     labels = torch.as_tensor(target if target.ndim == 1 else target.argmax(axis=1))
     logits = p if from_logits else torch.log(p)
@@ -77,7 +81,10 @@ def test_fused_gradients_are_p_minus_y_over_n(backend, f64, xp):
 def test_logit_losses_stay_finite_for_extreme_logits(backend, f64):
     z = f64([[1e4, -1e4], [-1e4, 1e4]])
     y = f64([[0.0, 1.0], [1.0, 0.0]])
-    for loss in (xn.BinaryCrossentropy(from_logits=True), xn.CategoricalCrossentropy(from_logits=True)):
+    for loss in (
+        xn.BinaryCrossentropy(from_logits=True),
+        xn.CategoricalCrossentropy(from_logits=True),
+    ):
         value, grad = loss.value_and_gradient(z, y)
         assert np.isfinite(float(value)) and float(value) > 1e3
         assert np.all(np.isfinite(xn.to_numpy(grad)))

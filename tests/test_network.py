@@ -27,8 +27,11 @@ def _xor_net(backend, seed, dtype="float64"):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_single_sigmoid_neuron_learns_the_seven_rows(backend, seed):
     net = xn.Network(
-        [xn.Dense(1, "sigmoid", in_features=3)], loss="logloss", optimizer=xn.SGD(1.0),
-        backend=backend, seed=seed,
+        [xn.Dense(1, "sigmoid", in_features=3)],
+        loss="logloss",
+        optimizer=xn.SGD(1.0),
+        backend=backend,
+        seed=seed,
     )
     history = net.fit(PERCEPTRON_X, PERCEPTRON_Y, epochs=1000, batch_size=7, verbose=0)
     assert history.history["accuracy"][-1] == 1.0
@@ -53,8 +56,11 @@ def test_digits_reach_95_percent_held_out(backend):
         X / 16.0, y, test_size=0.25, stratify=y, random_state=0
     )
     net = xn.Network(
-        [xn.Dense(64, "relu"), xn.Dense(10, "softmax")], loss="cross_entropy",
-        optimizer=xn.Adam(0.003), backend=backend, seed=0,
+        [xn.Dense(64, "relu"), xn.Dense(10, "softmax")],
+        loss="cross_entropy",
+        optimizer=xn.Adam(0.003),
+        backend=backend,
+        seed=0,
     )
     net.fit(X_train, y_train, epochs=15, batch_size=32, verbose=0)
     assert net.evaluate(X_test, y_test)["accuracy"] >= 0.95
@@ -65,8 +71,17 @@ def _reference_run(backend):
     X = rng.normal(size=(60, 5))
     y = rng.integers(0, 3, size=60)
     net = xn.Network(
-        [xn.Dense(16, "relu", in_features=5), xn.Dropout(0.3), xn.Dense(8, "gelu"), xn.Dense(3, "softmax")],
-        loss="cross_entropy", optimizer=xn.Adam(0.01), backend=backend, dtype="float64", seed=42,
+        [
+            xn.Dense(16, "relu", in_features=5),
+            xn.Dropout(0.3),
+            xn.Dense(8, "gelu"),
+            xn.Dense(3, "softmax"),
+        ],
+        loss="cross_entropy",
+        optimizer=xn.Adam(0.01),
+        backend=backend,
+        dtype="float64",
+        seed=42,
     )
     initial = net.get_weights()
     net.fit(X, y, epochs=4, batch_size=16, shuffle=True, verbose=0)
@@ -125,7 +140,9 @@ def test_float32_by_default(backend, xp):
 
 
 def test_predict_in_batches_equals_predict_at_once(backend):
-    net = xn.Network([xn.Dense(4, "tanh", in_features=3), xn.Dense(2)], backend=backend, dtype="float64", seed=0)
+    net = xn.Network(
+        [xn.Dense(4, "tanh", in_features=3), xn.Dense(2)], backend=backend, dtype="float64", seed=0
+    )
     X = np.random.default_rng(0).normal(size=(10, 3))
     np.testing.assert_allclose(
         xn.to_numpy(net.predict(X, batch_size=3)), xn.to_numpy(net.predict(X)), rtol=1e-13
@@ -148,7 +165,9 @@ def test_evaluate_in_batches_matches(backend):
 
 
 def test_linear_output_with_cross_entropy_takes_logits(backend):
-    net = xn.Network([xn.Dense(3, in_features=2)], loss="cross_entropy", backend=backend, dtype="float64", seed=0)
+    net = xn.Network(
+        [xn.Dense(3, in_features=2)], loss="cross_entropy", backend=backend, dtype="float64", seed=0
+    )
     X = np.array([[1.0, 2.0], [-1.0, 0.5]])
     logits = xn.to_numpy(net.predict(X))
     probs = xn.to_numpy(net.predict_proba(X))
@@ -161,7 +180,16 @@ def test_linear_output_with_cross_entropy_takes_logits(backend):
 def test_one_hot_targets_equal_integer_labels(backend):
     X = np.random.default_rng(1).normal(size=(6, 2))
     labels = np.array([0, 1, 2, 2, 1, 0])
-    make = lambda: xn.Network([xn.Dense(3, "softmax", in_features=2)], loss="cross_entropy", backend=backend, dtype="float64", seed=0)  # noqa: E731
+
+    def make():
+        return xn.Network(
+            [xn.Dense(3, "softmax", in_features=2)],
+            loss="cross_entropy",
+            backend=backend,
+            dtype="float64",
+            seed=0,
+        )
+
     a, b = make(), make()
     a.fit(X, labels, epochs=2, batch_size=3, verbose=0)
     b.fit(X, np.eye(3)[labels], epochs=2, batch_size=3, verbose=0)
@@ -173,8 +201,13 @@ def test_move_to_another_backend_mid_training(backend):
     y = X @ np.array([1.0, -2.0, 0.5])
 
     def make():
-        return xn.Network([xn.Dense(4, "tanh", in_features=3), xn.Dense(1)], optimizer=xn.Adam(0.05),
-                          backend="numpy", dtype="float64", seed=9)
+        return xn.Network(
+            [xn.Dense(4, "tanh", in_features=3), xn.Dense(1)],
+            optimizer=xn.Adam(0.05),
+            backend="numpy",
+            dtype="float64",
+            seed=9,
+        )
 
     straight = make()
     straight.fit(X, y, epochs=4, batch_size=5, verbose=0)
@@ -191,21 +224,38 @@ def test_a_callback_can_stop_training(backend):
             if epoch == 1:
                 net.stop_training = True
 
-    history = _xor_net(backend, 0).fit(XOR_X, XOR_Y, epochs=10, batch_size=4, callbacks=[StopAfterTwo()], verbose=0)
+    history = _xor_net(backend, 0).fit(
+        XOR_X, XOR_Y, epochs=10, batch_size=4, callbacks=[StopAfterTwo()], verbose=0
+    )
     assert len(history.epoch) == 2
 
 
 def test_summary_names_layers_counts_and_backend(backend):
-    net = xn.Network([xn.Dense(3, "tanh", in_features=2), xn.Dropout(0.1), xn.Dense(1, "sigmoid")], backend=backend, seed=0)
+    net = xn.Network(
+        [xn.Dense(3, "tanh", in_features=2), xn.Dropout(0.1), xn.Dense(1, "sigmoid")],
+        backend=backend,
+        seed=0,
+    )
     text = net.summary(print_fn=None)
-    for part in ("Dense", "Dropout", "(None, 3)", "(None, 1)", "Total params: 13", backend.name, "float32"):
+    for part in (
+        "Dense",
+        "Dropout",
+        "(None, 3)",
+        "(None, 1)",
+        "Total params: 13",
+        backend.name,
+        "float32",
+    ):
         assert part in text
 
 
 def test_non_finite_loss_stops_with_the_epoch_and_keeps_history(backend):
     X = np.linspace(-50, 50, 40).reshape(-1, 1)
     net = xn.Network([xn.Dense(1, in_features=1)], optimizer=xn.SGD(10.0), backend=backend, seed=0)
-    with pytest.raises(FloatingPointError, match=r"became (nan|inf) in epoch \d+") as info, np.errstate(all="ignore"):
+    with (
+        pytest.raises(FloatingPointError, match=r"became (nan|inf) in epoch \d+") as info,
+        np.errstate(all="ignore"),
+    ):
         net.fit(X, X * 3, epochs=50, batch_size=8, verbose=0)
     epochs = len(net.history.epoch)
     assert 1 <= epochs < 50 and f"epoch {epochs}" in str(info.value)
@@ -242,7 +292,9 @@ def test_wrong_feature_count_names_both_numbers(clf):
 
 
 def test_labels_out_of_range_are_refused(clf):
-    with pytest.raises(ValueError, match=r"label 3, but the network has 3 outputs: labels must be in \[0, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"label 3, but the network has 3 outputs: labels must be in \[0, 3\)"
+    ):
         clf.fit(np.zeros((2, 2)), [0, 3], verbose=0)
     with pytest.raises(ValueError, match="label -1"):
         clf.fit(np.zeros((2, 2)), [0, -1], verbose=0)

@@ -13,7 +13,10 @@ CONFIGS = [
     ("sgd", {"learning_rate": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
     ("sgd", {"learning_rate": 0.05, "momentum": 0.5, "dampening": 0.1}),
     ("adam", {}),
-    ("adam", {"learning_rate": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.1}),
+    (
+        "adam",
+        {"learning_rate": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6, "weight_decay": 0.1},
+    ),
     ("adamw", {"learning_rate": 0.01}),
     ("adamw", {"learning_rate": 0.02, "weight_decay": 0.1}),
     ("rmsprop", {}),

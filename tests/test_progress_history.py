@@ -15,7 +15,12 @@ Y = (X[:, 0] > 0).astype(int)
 
 
 def _net(backend):
-    return xn.Network([xn.Dense(4, "tanh", in_features=2), xn.Dense(1, "sigmoid")], loss="logloss", backend=backend, seed=0)
+    return xn.Network(
+        [xn.Dense(4, "tanh", in_features=2), xn.Dense(1, "sigmoid")],
+        loss="logloss",
+        backend=backend,
+        seed=0,
+    )
 
 
 def test_verbose_2_prints_one_line_per_epoch(backend, capsys):

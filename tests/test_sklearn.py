@@ -7,13 +7,13 @@ import pytest
 
 pytest.importorskip("sklearn")
 
-from sklearn.datasets import load_breast_cancer, load_iris, make_regression  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.datasets import load_breast_cancer, load_iris, make_regression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from xpnet.sklearn import XPNetClassifier, XPNetRegressor  # noqa: E402
+from xpnet.sklearn import XPNetClassifier, XPNetRegressor
 
 
 @parametrize_with_checks(
@@ -30,8 +30,14 @@ def test_classifier_in_a_pipeline_with_cross_validation(backend):
     X, y = load_iris(return_X_y=True)
     model = make_pipeline(
         StandardScaler(),
-        XPNetClassifier(hidden_layer_sizes=(16,), epochs=60, learning_rate=0.01, backend=backend.name,
-                        device=backend.device_spec, random_state=0),
+        XPNetClassifier(
+            hidden_layer_sizes=(16,),
+            epochs=60,
+            learning_rate=0.01,
+            backend=backend.name,
+            device=backend.device_spec,
+            random_state=0,
+        ),
     )
     scores = cross_val_score(model, X, y, cv=3)
     assert scores.mean() > 0.9
@@ -42,7 +48,13 @@ def test_binary_probabilities_and_string_labels(backend):
     labels = np.where(y == 1, "benign", "malignant")
     model = make_pipeline(
         StandardScaler(),
-        XPNetClassifier(hidden_layer_sizes=(8,), epochs=20, backend=backend.name, device=backend.device_spec, random_state=0),
+        XPNetClassifier(
+            hidden_layer_sizes=(8,),
+            epochs=20,
+            backend=backend.name,
+            device=backend.device_spec,
+            random_state=0,
+        ),
     )
     model.fit(X, labels)
     prob = model.predict_proba(X)
@@ -69,7 +81,9 @@ def test_regressor_multi_output_and_pandas():
     X, y = make_regression(n_samples=120, n_features=4, n_targets=2, noise=0.1, random_state=0)
     y = y / y.std(axis=0)
     frame = pd.DataFrame(X, columns=list("abcd"))
-    model = XPNetRegressor(hidden_layer_sizes=(32,), epochs=150, learning_rate=0.01, random_state=0, backend="numpy")
+    model = XPNetRegressor(
+        hidden_layer_sizes=(32,), epochs=150, learning_rate=0.01, random_state=0, backend="numpy"
+    )
     model.fit(frame, y)
     assert model.predict(frame).shape == (120, 2)
     assert model.score(frame, y) > 0.9

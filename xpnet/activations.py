@@ -170,7 +170,9 @@ ACTIVATIONS: dict[str, ActivationFunction] = {
         ActivationFunction("tanh", lambda x, xp: xp.tanh(x), lambda x, y, dy, xp: dy * (1.0 - y * y)),
         ActivationFunction("relu", _relu, lambda x, y, dy, xp: xp.where(x > 0, dy, 0.0)),
         ActivationFunction(
-            "leaky_relu", _leaky_relu, lambda x, y, dy, xp: xp.where(x > 0, dy, LEAKY_RELU_SLOPE * dy)
+            "leaky_relu",
+            _leaky_relu,
+            lambda x, y, dy, xp: xp.where(x > 0, dy, LEAKY_RELU_SLOPE * dy),
         ),
         ActivationFunction("elu", _elu, lambda x, y, dy, xp: xp.where(x > 0, dy, dy * (y + ELU_ALPHA))),
         ActivationFunction("gelu", _gelu, _gelu_backward),
@@ -195,7 +197,5 @@ def get_activation(name: str | None) -> ActivationFunction:
     """
     key = "linear" if name is None else str(name).lower()
     if key not in ACTIVATIONS:
-        raise ValueError(
-            f"unknown activation {name!r}; valid names: {[None, *ACTIVATIONS]}"
-        )
+        raise ValueError(f"unknown activation {name!r}; valid names: {[None, *ACTIVATIONS]}")
     return ACTIVATIONS[key]

@@ -51,9 +51,7 @@ class Backend:
 
     def __eq__(self, other: object) -> bool:
         return (
-            isinstance(other, Backend)
-            and other.name == self.name
-            and str(other.device) == str(self.device)
+            isinstance(other, Backend) and other.name == self.name and str(other.device) == str(self.device)
         )
 
     def __hash__(self) -> int:
@@ -302,9 +300,7 @@ _LOADERS: dict[str, Callable[[Any], Backend]] = {
 def _normalize(name: str) -> str:
     key = _ALIASES.get(name.lower(), name.lower())
     if key != "auto" and key not in _LOADERS:
-        raise ValueError(
-            f"unknown backend {name!r}; valid names: {[*BACKEND_NAMES, 'auto']}"
-        )
+        raise ValueError(f"unknown backend {name!r}; valid names: {[*BACKEND_NAMES, 'auto']}")
     return key
 
 
@@ -362,9 +358,7 @@ def describe_backends() -> list[dict[str, Any]]:
         except BackendUnavailableError as exc:
             rows.append({"name": name, "available": False, "reason": str(exc), "devices": []})
             continue
-        rows.append(
-            {"name": name, "available": True, "reason": "", "devices": _devices(backend)}
-        )
+        rows.append({"name": name, "available": True, "reason": "", "devices": _devices(backend)})
     return rows
 
 

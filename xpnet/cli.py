@@ -38,7 +38,13 @@ EXAMPLES = """examples:
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "xor": {"hidden": "4", "activation": "tanh", "epochs": 400, "lr": 0.05, "batch_size": 4},
 }
-DEFAULTS: dict[str, Any] = {"hidden": "64", "activation": "relu", "epochs": 30, "lr": 1e-3, "batch_size": 32}
+DEFAULTS: dict[str, Any] = {
+    "hidden": "64",
+    "activation": "relu",
+    "epochs": 30,
+    "lr": 1e-3,
+    "batch_size": 32,
+}
 
 
 class UserError(Exception):
@@ -82,9 +88,7 @@ def _say(text: str, quiet: bool = False) -> None:
 
 
 def _format(metrics: dict[str, float]) -> str:
-    return "  ".join(
-        f"{k}: {v:.3f}" if "accuracy" in k else f"{k}: {v:.4g}" for k, v in metrics.items()
-    )
+    return "  ".join(f"{k}: {v:.3f}" if "accuracy" in k else f"{k}: {v:.4g}" for k, v in metrics.items())
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -117,7 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss = "binary_crossentropy" if binary else "categorical_crossentropy"
     else:
         output, loss = Dense(1), "mse"
-        metadata["target_scaling"] = {"mean": float(y_train.mean()), "scale": float(y_train.std() or 1.0)}
+        metadata["target_scaling"] = {
+            "mean": float(y_train.mean()),
+            "scale": float(y_train.std() or 1.0),
+        }
         y_train = _scale_target(y_train, metadata)
         y_val = _scale_target(y_val, metadata)
     layers = [Dense(size, settings["activation"]) for size in sizes] + [output]
@@ -133,16 +140,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     net.input_scaling = standardization(X_train)
     net.metadata = metadata
     what = f"{len(data.classes)} classes" if classification else "regression"
-    split = f"{len(y_train)} train / {len(y_val)} held-out" if held_out else f"{n} samples, no held-out split (too few rows)"
+    split = (
+        f"{len(y_train)} train / {len(y_val)} held-out"
+        if held_out
+        else f"{n} samples, no held-out split (too few rows)"
+    )
     _say(
         f"Training on {args.data}: {split}, {len(data.feature_names)} features, {what}; "
         f"backend {net.backend.name} ({net.backend.device}), {args.dtype}",
         args.quiet,
     )
     net.fit(
-        X_train, y_train,
-        epochs=settings["epochs"], batch_size=settings["batch_size"],
-        validation_data=(X_val, y_val), verbose=0 if args.quiet else 1,
+        X_train,
+        y_train,
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        validation_data=(X_val, y_val),
+        verbose=0 if args.quiet else 1,
     )
     metrics = _metrics(net, X_val, y_val, metadata)
     prefix = "val_" if held_out else "train_"
@@ -197,7 +211,9 @@ def _labelled(net: Network, source: str, target: str | None) -> tuple[np.ndarray
     codes = {str(c): i for i, c in enumerate(meta["classes"])}
     unknown = sorted({str(v) for v in column} - set(codes))
     if unknown:
-        raise UserError(f"{source}: target values {unknown[:5]} are not classes the model knows {meta['classes']}")
+        raise UserError(
+            f"{source}: target values {unknown[:5]} are not classes the model knows {meta['classes']}"
+        )
     return X, np.array([codes[str(v)] for v in column], dtype=np.int64)
 
 
@@ -259,16 +275,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def device_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--backend", help="numpy, cupy, torch, jax, array_api_strict or auto (default: $XPNET_BACKEND, else auto)")
+        p.add_argument(
+            "--backend",
+            help="numpy, cupy, torch, jax, array_api_strict or auto (default: $XPNET_BACKEND, else auto)",
+        )
         p.add_argument("--device", help="backend device, e.g. cuda:0 for torch, 0 for cupy")
 
     train = sub.add_parser(
-        "train", help="train a network on a CSV file or a built-in dataset",
+        "train",
+        help="train a network on a CSV file or a built-in dataset",
         description="Train a network; show progress and held-out metrics; save the model.",
-        epilog="examples:\n  xpnet train digits\n  xpnet train data.csv --target outcome --hidden 32 --epochs 100 --lr 0.01\n",
+        epilog=(
+            "examples:\n  xpnet train digits\n"
+            "  xpnet train data.csv --target outcome --hidden 32 --epochs 100 --lr 0.01\n"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    train.add_argument("data", metavar="DATA", help=f"CSV file or built-in dataset ({', '.join(BUILTIN_DATASETS)})")
+    train.add_argument(
+        "data", metavar="DATA", help=f"CSV file or built-in dataset ({', '.join(BUILTIN_DATASETS)})"
+    )
     train.add_argument("--target", help="target column of a CSV (default: the last column)")
     train.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32 (default: 64)")
     train.add_argument("--activation", help="hidden activation (default: relu)")
@@ -276,17 +301,30 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", dest="batch_size", type=int, help="samples per step (default: 32)")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="(default: adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, shuffling and split (default: 0)")
-    train.add_argument("--val-split", dest="val_split", type=float, default=0.2, help="held-out fraction, stratified (default: 0.2)")
+    train.add_argument(
+        "--seed", type=int, default=0, help="seed of weights, shuffling and split (default: 0)"
+    )
+    train.add_argument(
+        "--val-split",
+        dest="val_split",
+        type=float,
+        default=0.2,
+        help="held-out fraction, stratified (default: 0.2)",
+    )
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    train.add_argument("--out", default="model.safetensors", help="model file to write (default: model.safetensors)")
+    train.add_argument(
+        "--out",
+        default="model.safetensors",
+        help="model file to write (default: model.safetensors)",
+    )
     train.add_argument("--plot", help="also save loss/metric curves to this PNG")
     train.add_argument("--quiet", action="store_true", help="print only the final metrics")
     device_options(train)
     train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser(
-        "evaluate", help="report a saved model's loss and accuracy on labelled data",
+        "evaluate",
+        help="report a saved model's loss and accuracy on labelled data",
         epilog="example:\n  xpnet evaluate model.safetensors test.csv --target outcome\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -297,12 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=cmd_evaluate)
 
     predict = sub.add_parser(
-        "predict", help="write a saved model's predictions as CSV",
+        "predict",
+        help="write a saved model's predictions as CSV",
         epilog="example:\n  xpnet predict model.safetensors new.csv --out predictions.csv\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     predict.add_argument("model", metavar="MODEL")
-    predict.add_argument("data", metavar="DATA", help="CSV with the model's feature columns (a target column is ignored)")
+    predict.add_argument(
+        "data",
+        metavar="DATA",
+        help="CSV with the model's feature columns (a target column is ignored)",
+    )
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     device_options(predict)
     predict.set_defaults(run=cmd_predict)
@@ -318,7 +361,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (UserError, ValueError, FileNotFoundError, BackendUnavailableError, ImportError, FloatingPointError) as exc:
+    except (
+        UserError,
+        ValueError,
+        FileNotFoundError,
+        BackendUnavailableError,
+        ImportError,
+        FloatingPointError,
+    ) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"xpnet: error: {message}", file=sys.stderr)
         return 2

@@ -71,8 +71,12 @@ def load_dataset(name: str) -> Dataset:
     ]
     classes = [str(c) for c in bunch.target_names]
     return Dataset(
-        np.asarray(bunch.data, dtype=np.float64), np.asarray(bunch.target, dtype=np.int64),
-        names, "target", "classification", classes,
+        np.asarray(bunch.data, dtype=np.float64),
+        np.asarray(bunch.target, dtype=np.int64),
+        names,
+        "target",
+        "classification",
+        classes,
     )
 
 
@@ -175,7 +179,7 @@ def train_test_split(
     test = []
     for members in groups:
         members = rng.permutation(members)
-        take = int(round(test_size * len(members)))
+        take = round(test_size * len(members))
         if len(members) >= 2:
             take = min(max(take, 1), len(members) - 1)
         test.append(members[:take])

@@ -30,7 +30,7 @@ class History:
         self.epoch.append(epoch)
         for key, value in logs.items():
             self.history.setdefault(key, [math.nan] * (len(self.epoch) - 1)).append(float(value))
-        for key, values in self.history.items():
+        for values in self.history.values():
             if len(values) < len(self.epoch):
                 values.append(math.nan)
 

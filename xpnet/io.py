@@ -34,9 +34,7 @@ def _safetensors() -> Any:
     try:
         import safetensors.numpy
     except ImportError as exc:
-        raise ImportError(
-            "saving and loading networks needs safetensors: pip install safetensors"
-        ) from exc
+        raise ImportError("saving and loading networks needs safetensors: pip install safetensors") from exc
     return safetensors.numpy
 
 
@@ -194,7 +192,14 @@ def _rebuild(meta: dict[str, str], tensors: dict[str, np.ndarray], backend: Any,
     if opt["name"] not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {opt['name']!r} in the model file")
     optimizer = OPTIMIZERS[opt["name"]](**opt["config"])
-    net = Network(layers, loss=meta["loss"], optimizer=optimizer, backend=backend, device=device, dtype=meta["dtype"])
+    net = Network(
+        layers,
+        loss=meta["loss"],
+        optimizer=optimizer,
+        backend=backend,
+        device=device,
+        dtype=meta["dtype"],
+    )
     net.build(int(meta["in_features"]))
     for index, layer in enumerate(net.layers):
         for name in list(layer.params):

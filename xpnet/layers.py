@@ -44,13 +44,19 @@ class Layer:
         """Whether :meth:`build` has run."""
         return self.backend is not None
 
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            raise RuntimeError(
+                f"{type(self).__name__} is not built: call build(in_features, backend, dtype, rng) "
+                "or use it in a Network"
+            )
+        return self.backend
+
     def output_features(self, in_features: int) -> int:
         """Number of output features for ``in_features`` inputs."""
         return in_features
 
-    def build(
-        self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator
-    ) -> None:
+    def build(self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator) -> None:
         """Create the layer's arrays for ``in_features`` inputs on ``backend``."""
         self.in_features = in_features
         self.backend = backend
@@ -142,9 +148,7 @@ class Dense(Layer):
             config["weight_init"] = self.weight_init
         return config
 
-    def build(
-        self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator
-    ) -> None:
+    def build(self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator) -> None:
         if self.in_features is not None and self.in_features != in_features:
             raise ValueError(
                 f"Dense({self.units}) was given in_features={self.in_features}, "
@@ -167,9 +171,7 @@ class Dense(Layer):
             want is not None and got != want for got, want in zip(host_shape, shape)
         ):
             expected = tuple("in_features" if s is None else s for s in shape)
-            raise ValueError(
-                f"Dense.{name} must have shape {expected}, got {host_shape}"
-            )
+            raise ValueError(f"Dense.{name} must have shape {expected}, got {host_shape}")
         if self.backend is None:
             self._pending[name] = np.array(to_numpy(value), dtype=np.float64)
             if name == "weight":
@@ -215,14 +217,14 @@ class Dense(Layer):
         if self.activation.name == "linear":
             self._y = z
         else:
-            self._y = self.activation.forward(z, self.backend.xp)
+            self._y = self.activation.forward(z, self._backend().xp)
         return self._y
 
     def backward(
         self, dy: Array, *, need_input_grad: bool = True, through_activation: bool = True
     ) -> Array | None:
         """Gradients from ``dy``; ``through_activation=False`` takes ``dy`` as ``dL/dz``."""
-        xp = self.backend.xp
+        xp = self._backend().xp
         dz = dy
         if through_activation and self.activation.name != "linear":
             dz = self.activation.backward(self._z, self._y, dy, xp)
@@ -251,11 +253,11 @@ class Activation(Layer):
 
     def forward(self, x: Array, training: bool = False) -> Array:
         self._x = x
-        self._y = self.activation.forward(x, self.backend.xp)
+        self._y = self.activation.forward(x, self._backend().xp)
         return self._y
 
     def backward(self, dy: Array, *, need_input_grad: bool = True) -> Array | None:
-        return self.activation.backward(self._x, self._y, dy, self.backend.xp)
+        return self.activation.backward(self._x, self._y, dy, self._backend().xp)
 
 
 class Dropout(Layer):
@@ -276,9 +278,7 @@ class Dropout(Layer):
     def get_config(self) -> dict[str, Any]:
         return {"rate": self.rate}
 
-    def build(
-        self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator
-    ) -> None:
+    def build(self, in_features: int, backend: Backend, dtype: str, rng: np.random.Generator) -> None:
         super().build(in_features, backend, dtype, rng)
         self.rng = rng
 
@@ -286,10 +286,11 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        xp = self.backend.xp
-        keep = self.rng.random(tuple(x.shape), dtype=np.float32) >= self.rate
-        mask = xp.asarray(keep, device=self.backend.device)
-        self._mask = xp.astype(mask, x.dtype) * (1.0 / (1.0 - self.rate))
+        backend = self._backend()
+        rng = self.rng if self.rng is not None else np.random.default_rng()
+        keep = rng.random(tuple(x.shape), dtype=np.float32) >= self.rate
+        mask = backend.xp.asarray(keep, device=backend.device)
+        self._mask = backend.xp.astype(mask, x.dtype) * (1.0 / (1.0 - self.rate))
         return x * self._mask
 
     def backward(self, dy: Array, *, need_input_grad: bool = True) -> Array | None:

@@ -30,6 +30,4 @@ def prediction_count(y_prob: Array, *, binary: bool) -> int:
 
 def accuracy(y_prob: Array, y_true: Array, xp: Any, *, binary: bool) -> float:
     """Fraction of correct predictions (see :func:`correct_count`)."""
-    return float(correct_count(y_prob, y_true, xp, binary=binary)) / prediction_count(
-        y_prob, binary=binary
-    )
+    return float(correct_count(y_prob, y_true, xp, binary=binary)) / prediction_count(y_prob, binary=binary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -131,9 +131,7 @@ class Network:
             if not layer.built:
                 layer.build(n, self.backend, self.dtype, self.rng)
             elif layer.in_features != n:
-                raise ValueError(
-                    f"{layer!r} expects {layer.in_features} input features, but gets {n}"
-                )
+                raise ValueError(f"{layer!r} expects {layer.in_features} input features, but gets {n}")
             n = layer.output_features(n)
 
     def _fused_output(self) -> bool:
@@ -161,8 +159,7 @@ class Network:
             shape = tuple(np.shape(to_numpy(value)))
             if shape != tuple(current.shape):
                 raise ValueError(
-                    f"{type(layer).__name__} {name} must have shape {tuple(current.shape)}, "
-                    f"got {shape}"
+                    f"{type(layer).__name__} {name} must have shape {tuple(current.shape)}, got {shape}"
                 )
             layer.params[name] = self.backend.asarray(value, self.dtype, copy=True)
 
@@ -189,7 +186,10 @@ class Network:
             rows.append((repr(layer), shape, f"{count:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         rule = "-" * (sum(widths) + 4)
-        lines = [f"Network on {self.backend.name} ({self.backend.device}), dtype {self.dtype}", rule]
+        lines = [
+            f"Network on {self.backend.name} ({self.backend.device}), dtype {self.dtype}",
+            rule,
+        ]
         for i, row in enumerate(rows):
             lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
             if i == 0:
@@ -225,9 +225,7 @@ class Network:
         if not self.built:
             self.build(int(x.shape[1]))
         if x.shape[1] != self.in_features:
-            raise ValueError(
-                f"{name} has {x.shape[1]} features, but the network expects {self.in_features}"
-            )
+            raise ValueError(f"{name} has {x.shape[1]} features, but the network expects {self.in_features}")
         self._check_finite(x, name)
         return self._scaled(x)
 
@@ -270,8 +268,7 @@ class Network:
             if lo < 0 or hi >= k:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
-                    f"{name} has label {bad}, but the network has {k} outputs: "
-                    f"labels must be in [0, {k})"
+                    f"{name} has label {bad}, but the network has {k} outputs: labels must be in [0, {k})"
                 )
             return one_hot(xp.astype(labels, xp.int64), k, self.backend.dtype(self.dtype), xp)
         t = self.backend.asarray(t, self.dtype)
@@ -301,7 +298,8 @@ class Network:
             return value, grad, out, False
         logit_loss = type(self.loss)(from_logits=True)
         if self._fused_output():
-            value, grad = logit_loss.value_and_gradient(self.layers[-1].pre_activation, y)
+            logits = cast("Dense | Activation", self.layers[-1]).pre_activation
+            value, grad = logit_loss.value_and_gradient(logits, y)
             return value, grad, out, True
         value, grad = logit_loss.value_and_gradient(out, y)
         prob = get_activation(self.loss.output_activation).forward(out, self.backend.xp)
@@ -404,20 +402,22 @@ class Network:
             total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             progress.start_epoch(epoch)
-            for step, start in enumerate(range(0, n, batch_size)):  # noqa: B007
+            for step, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
                 xb, tb = xe[start:stop, ...], te[start:stop, ...]
                 value, prob = self.train_step(xb, tb)
                 total = total + value * xb.shape[0]
                 if self._classification:
                     correct = correct + correct_count(prob, tb, xp, binary=self._binary)
-                progress.step(step + 1, lambda: {"loss": float(total) / stop})
+                progress.step(step + 1, _running_loss(total, stop))
             logs = {"loss": float(total) / n}
             if self._classification:
                 logs["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
             self.epoch += 1
             if val is not None and math.isfinite(logs["loss"]):
-                logs.update({f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 4096)).items()})
+                logs.update(
+                    {f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 4096)).items()}
+                )
             history.append(epoch, logs)
             progress.end_epoch(logs)
             _call(callbacks, "on_epoch_end", self, epoch, logs)
@@ -449,8 +449,7 @@ class Network:
         batch_size = _positive_int("batch_size", batch_size)
         n = int(x.shape[0])
         parts = [
-            self._forward(x[i : min(i + batch_size, n), ...], training=False)
-            for i in range(0, n, batch_size)
+            self._forward(x[i : min(i + batch_size, n), ...], training=False) for i in range(0, n, batch_size)
         ]
         return self.backend.xp.concat(parts, axis=0)
 
@@ -497,6 +496,11 @@ class Network:
             f"Network({self.layers!r}, loss={self.loss.name!r}, optimizer={self.optimizer!r}, "
             f"backend={self.backend.name!r}, dtype={self.dtype!r})"
         )
+
+
+def _running_loss(total: Array, seen: int) -> Any:
+    """The progress bar's reader of the mean loss so far (a device read, so called rarely)."""
+    return lambda: {"loss": float(total) / seen}
 
 
 def _is_integer(t: Array, xp: Any) -> bool:

@@ -64,9 +64,7 @@ class Optimizer(ABC):
             for name, param in layer.params.items():
                 key = f"{index}.{name}"
                 xp = layer.backend.xp
-                new, self.state[key] = self.update(
-                    param, layer.grads[name], self.state.get(key, {}), xp
-                )
+                new, self.state[key] = self.update(param, layer.grads[name], self.state.get(key, {}), xp)
                 layer.params[name] = new
 
     @abstractmethod
@@ -76,8 +74,7 @@ class Optimizer(ABC):
     def to(self, backend: Backend) -> None:
         """Move the state arrays to ``backend``."""
         self.state = {
-            key: {k: backend.asarray(v) for k, v in entry.items()}
-            for key, entry in self.state.items()
+            key: {k: backend.asarray(v) for k, v in entry.items()} for key, entry in self.state.items()
         }
 
     def _decayed(self, param: Array, grad: Array) -> Array:

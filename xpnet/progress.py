@@ -43,7 +43,12 @@ class Progress:
     """
 
     def __init__(
-        self, verbose: int, steps: int, epochs: int, first_epoch: int = 0, file: TextIO | None = None
+        self,
+        verbose: int,
+        steps: int,
+        epochs: int,
+        first_epoch: int = 0,
+        file: TextIO | None = None,
     ) -> None:
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")

@@ -79,7 +79,11 @@ class _XPNetEstimator(BaseEstimator):
             seed=_seed(self.random_state),
         )
         history = self.network_.fit(
-            X, y, epochs=self.epochs, batch_size=min(int(self.batch_size), len(X)), verbose=self.verbose
+            X,
+            y,
+            epochs=self.epochs,
+            batch_size=min(int(self.batch_size), len(X)),
+            verbose=self.verbose,
         )
         self.loss_curve_ = list(history.history.get("loss", []))
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else float("nan")
