@@ -103,3 +103,26 @@ def test_update_is_pure(backend, f64):
     new, state = opt.update(param, grad, {}, backend.xp)
     np.testing.assert_array_equal(xn.to_numpy(param), np.ones(3))
     assert np.all(xn.to_numpy(new) < 1.0) and set(state) == {"exp_avg", "exp_avg_sq"}
+
+
+@pytest.mark.parametrize(("name", "config"), CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(CONFIGS)])
+def test_in_place_and_pure_updates_agree(backend, f64, name, config):
+    xp = backend.xp
+    if not backend.is_writeable(f64(np.ones(1))):
+        pytest.skip(f"{backend.name} arrays are immutable: only the pure path exists")
+    rng = np.random.default_rng(1)
+    pure, fast = xn.get_optimizer(name, **config), xn.get_optimizer(name, **config)
+    p_pure = f64(rng.normal(size=(3, 2)))
+    p_fast = backend.asarray(p_pure, copy=True)
+    s_pure, s_fast = {}, {}
+    for _ in range(4):
+        grad_host = rng.normal(size=(3, 2))
+        grad = f64(grad_host)
+        pure.iterations += 1
+        fast.iterations += 1
+        p_pure, s_pure = pure.update(p_pure, grad, s_pure, xp)
+        p_fast, s_fast = fast.update(p_fast, grad, s_fast, xp, inplace=True)
+        np.testing.assert_array_equal(xn.to_numpy(grad), grad_host)
+    np.testing.assert_allclose(xn.to_numpy(p_fast), xn.to_numpy(p_pure), rtol=1e-14, atol=1e-15)
+    for key in s_pure:
+        np.testing.assert_allclose(xn.to_numpy(s_fast[key]), xn.to_numpy(s_pure[key]), rtol=1e-14, atol=1e-15)

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import kernels
 from .activations import RELU_FAMILY, get_activation
 from .backend import Backend, to_numpy
 from .initializers import Initializer, get_initializer
@@ -205,29 +206,51 @@ class Dense(Layer):
 
     @property
     def pre_activation(self) -> Array:
-        """``x @ weight + bias`` from the last :meth:`forward` (the logits)."""
+        """``x @ weight + bias`` from the last :meth:`forward` (the logits).
+
+        For activations with an in-place kernel (``kernels.FUSED_IN_PLACE``) on
+        NumPy this is overwritten by the output; no loss fuses with those.
+        """
         return self._z
 
     def forward(self, x: Array, training: bool = False) -> Array:
+        backend = self._backend()
         self._x = x
         z = x @ self.params["weight"]
         if self.use_bias:
-            z = z + self.params["bias"]
-        self._z = z
-        if self.activation.name == "linear":
-            self._y = z
-        else:
-            self._y = self.activation.forward(z, self._backend().xp)
-        return self._y
+            bias = self.params["bias"]
+            if backend.is_writeable(z):  # z is ours: add in place
+                z += bias
+            else:
+                z = z + bias
+        name = self.activation.name
+        y = z if name == "linear" else kernels.activation_forward(name, z)
+        if y is None:
+            y = self.activation.forward(z, backend.xp)
+        self._z, self._y = z, y
+        return y
 
     def backward(
-        self, dy: Array, *, need_input_grad: bool = True, through_activation: bool = True
+        self,
+        dy: Array,
+        *,
+        need_input_grad: bool = True,
+        through_activation: bool = True,
+        overwrite_dy: bool = False,
     ) -> Array | None:
-        """Gradients from ``dy``; ``through_activation=False`` takes ``dy`` as ``dL/dz``."""
+        """Gradients from ``dy``.
+
+        ``through_activation=False`` takes ``dy`` as ``dL/dz`` (a fused output);
+        ``overwrite_dy=True`` lets the layer reuse ``dy``'s memory (the network
+        passes it for arrays it made itself).
+        """
         xp = self._backend().xp
         dz = dy
-        if through_activation and self.activation.name != "linear":
-            dz = self.activation.backward(self._z, self._y, dy, xp)
+        name = self.activation.name
+        if through_activation and name != "linear":
+            dz = kernels.activation_backward(name, self._y, dy) if overwrite_dy else None
+            if dz is None:
+                dz = self.activation.backward(self._z, self._y, dy, xp)
         self.grads["weight"] = self._x.mT @ dz
         if self.use_bias:
             self.grads["bias"] = xp.sum(dz, axis=0)

@@ -314,7 +314,11 @@ class Network:
                 grad = last.backward(grad, need_input_grad=i > first, through_activation=False)
             i -= 1
         for j in range(i, first - 1, -1):
-            grad = self.layers[j].backward(grad, need_input_grad=j > first)
+            layer = self.layers[j]
+            if isinstance(layer, Dense):
+                grad = layer.backward(grad, need_input_grad=j > first, overwrite_dy=True)
+            else:
+                grad = layer.backward(grad, need_input_grad=j > first)
 
     def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
         """One optimizer step on a batch already on the device; returns (loss, probabilities)."""
@@ -394,17 +398,17 @@ class Network:
         for _ in range(int(epochs)):
             epoch = self.epoch
             _call(callbacks, "on_epoch_begin", self, epoch, {})
-            if shuffle:
-                order = self.backend.asarray(self.rng.permutation(n))
-                xe, te = xp.take(x, order, axis=0), xp.take(t, order, axis=0)
-            else:
-                xe, te = x, t
+            order = self.backend.asarray(self.rng.permutation(n)) if shuffle else None
             total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
             progress.start_epoch(epoch)
             for step, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
-                xb, tb = xe[start:stop, ...], te[start:stop, ...]
+                if order is None:
+                    xb, tb = x[start:stop, ...], t[start:stop, ...]
+                else:  # gathering per batch keeps no shuffled copy of the whole data
+                    index = order[start:stop]
+                    xb, tb = xp.take(x, index, axis=0), xp.take(t, index, axis=0)
                 value, prob = self.train_step(xb, tb)
                 total = total + value * xb.shape[0]
                 if self._classification:

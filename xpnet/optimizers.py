@@ -2,8 +2,11 @@
 
 Each optimizer's :meth:`Optimizer.update` takes a parameter, its gradient and
 its state (a dict of arrays, empty at first) and returns the new parameter and
-state; it never mutates its inputs, so it works on JAX's immutable arrays.
-:meth:`Optimizer.step` applies it to every parameter of a list of layers.
+state. By default it never mutates its inputs, so it works on JAX's immutable
+arrays; with ``inplace=True`` it writes the new values into the parameter and
+state arrays it was given (never into the gradient), which saves allocations
+and memory passes. :meth:`Optimizer.step` applies it to every parameter of a
+list of layers, in place wherever the backend's arrays are writeable.
 """
 
 from __future__ import annotations
@@ -26,6 +29,23 @@ def _check(name: str, value: float, *, low: float = 0.0, high: float | None = No
         bound = f"in [{low}, {high})" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     return float(value)
+
+
+def _blend(a: Array, alpha: float, b: Array, beta: float, inplace: bool) -> Array:
+    """``alpha * a + beta * b``, written into ``a`` when ``inplace``."""
+    if not inplace:
+        return alpha * a + beta * b
+    a *= alpha
+    a += beta * b
+    return a
+
+
+def _minus(param: Array, delta: Array, inplace: bool) -> Array:
+    """``param - delta``, written into ``param`` when ``inplace``."""
+    if not inplace:
+        return param - delta
+    param -= delta
+    return param
 
 
 class Optimizer(ABC):
@@ -61,15 +81,29 @@ class Optimizer(ABC):
         """Update every parameter of ``layers`` from its gradient in ``layer.grads``."""
         self.iterations += 1
         for index, layer in enumerate(layers):
+            if not layer.params:
+                continue
+            xp = layer.backend.xp
             for name, param in layer.params.items():
                 key = f"{index}.{name}"
-                xp = layer.backend.xp
-                new, self.state[key] = self.update(param, layer.grads[name], self.state.get(key, {}), xp)
+                new, self.state[key] = self.update(
+                    param,
+                    layer.grads[name],
+                    self.state.get(key, {}),
+                    xp,
+                    inplace=layer.backend.is_writeable(param),
+                )
                 layer.params[name] = new
 
     @abstractmethod
-    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
-        """Return the new ``param`` and ``state`` after one step (pure)."""
+    def update(
+        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+    ) -> tuple[Array, State]:
+        """Return the new ``param`` and ``state`` after one step.
+
+        Pure by default; with ``inplace`` the parameter and state arrays are
+        updated and returned (the gradient is never written).
+        """
 
     def to(self, backend: Backend) -> None:
         """Move the state arrays to ``backend``."""
@@ -117,14 +151,19 @@ class SGD(Optimizer):
             "dampening": self.dampening,
         }
 
-    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+    def update(
+        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+    ) -> tuple[Array, State]:
         g = self._decayed(param, grad)
         if self.momentum:
             buf = state.get("momentum")
-            buf = g if buf is None else self.momentum * buf + (1.0 - self.dampening) * g
+            if buf is None:
+                buf = xp.asarray(g, copy=True) if inplace else g
+            else:
+                buf = _blend(buf, self.momentum, g, 1.0 - self.dampening, inplace)
             state = {"momentum": buf}
             g = g + self.momentum * buf if self.nesterov else buf
-        return param - self.learning_rate * g, state
+        return _minus(param, self.learning_rate * g, inplace), state
 
 
 class Adam(Optimizer):
@@ -160,20 +199,27 @@ class Adam(Optimizer):
             "eps": self.eps,
         }
 
-    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+    def update(
+        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+    ) -> tuple[Array, State]:
         if self.decoupled:
-            param = param * (1.0 - self.learning_rate * self.weight_decay)
+            decay = 1.0 - self.learning_rate * self.weight_decay
+            if inplace:
+                param *= decay
+            else:
+                param = param * decay
             g = grad
         else:
             g = self._decayed(param, grad)
+        b1, b2 = self.beta1, self.beta2
         m = state.get("exp_avg")
         v = state.get("exp_avg_sq")
-        m = (1.0 - self.beta1) * g if m is None else self.beta1 * m + (1.0 - self.beta1) * g
-        v = (1.0 - self.beta2) * g * g if v is None else self.beta2 * v + (1.0 - self.beta2) * g * g
+        m = (1.0 - b1) * g if m is None else _blend(m, b1, g, 1.0 - b1, inplace)
+        v = (1.0 - b2) * (g * g) if v is None else _blend(v, b2, g * g, 1.0 - b2, inplace)
         t = self.iterations
-        step_size = self.learning_rate / (1.0 - self.beta1**t)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - self.beta2**t) + self.eps
-        return param - step_size * (m / denom), {"exp_avg": m, "exp_avg_sq": v}
+        step_size = self.learning_rate / (1.0 - b1**t)
+        denom = xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
+        return _minus(param, step_size * (m / denom), inplace), {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
@@ -222,24 +268,27 @@ class RMSprop(Optimizer):
             "centered": self.centered,
         }
 
-    def update(self, param: Array, grad: Array, state: State, xp: Any) -> tuple[Array, State]:
+    def update(
+        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+    ) -> tuple[Array, State]:
         g = self._decayed(param, grad)
+        keep = 1.0 - self.alpha
         sq = state.get("square_avg")
-        sq = (1.0 - self.alpha) * g * g if sq is None else self.alpha * sq + (1.0 - self.alpha) * g * g
+        sq = keep * (g * g) if sq is None else _blend(sq, self.alpha, g * g, keep, inplace)
         new_state: State = {"square_avg": sq}
         if self.centered:
             mean = state.get("grad_avg")
-            mean = (1.0 - self.alpha) * g if mean is None else self.alpha * mean + (1.0 - self.alpha) * g
+            mean = keep * g if mean is None else _blend(mean, self.alpha, g, keep, inplace)
             new_state["grad_avg"] = mean
             avg = xp.sqrt(sq - mean * mean) + self.eps
         else:
             avg = xp.sqrt(sq) + self.eps
         if self.momentum:
             buf = state.get("momentum_buffer")
-            buf = g / avg if buf is None else self.momentum * buf + g / avg
+            buf = g / avg if buf is None else _blend(buf, self.momentum, g / avg, 1.0, inplace)
             new_state["momentum_buffer"] = buf
-            return param - self.learning_rate * buf, new_state
-        return param - self.learning_rate * (g / avg), new_state
+            return _minus(param, self.learning_rate * buf, inplace), new_state
+        return _minus(param, self.learning_rate * (g / avg), inplace), new_state
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

@@ -1,0 +1,135 @@
+"""Held-out accuracy of xpnet beside scikit-learn's MLPClassifier on bundled real datasets.
+
+Both get the same data split, standardized features, architecture (one hidden
+ReLU layer), optimizer (Adam), learning rate, batch size, epochs and no weight
+decay, for several seeds. Prints one JSON line per run and a Markdown table of
+mean ± std accuracy and fit time.
+
+    python benchmarks/accuracy.py                       # numpy
+    python benchmarks/accuracy.py --backend array_api_strict --backend torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.preprocessing import StandardScaler
+
+import xpnet as xn
+
+DATASETS = {
+    "digits": load_digits,
+    "breast_cancer": load_breast_cancer,
+    "wine": load_wine,
+    "iris": load_iris,
+}
+HIDDEN = 64
+LEARNING_RATE = 1e-3
+BATCH_SIZE = 32
+EPOCHS = 100
+
+
+def split(name: str) -> tuple[np.ndarray, ...]:
+    X, y = DATASETS[name](return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    return scaler.transform(X_train), scaler.transform(X_test), y_train, y_test
+
+
+def run_sklearn(data: tuple[np.ndarray, ...], seed: int) -> tuple[float, float]:
+    X_train, X_test, y_train, y_test = data
+    model = MLPClassifier(
+        hidden_layer_sizes=(HIDDEN,),
+        activation="relu",
+        solver="adam",
+        learning_rate_init=LEARNING_RATE,
+        batch_size=BATCH_SIZE,
+        max_iter=EPOCHS,
+        alpha=0.0,
+        tol=0.0,
+        n_iter_no_change=EPOCHS + 1,
+        shuffle=True,
+        random_state=seed,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(X_train, y_train)
+    seconds = time.perf_counter() - start
+    return float(model.score(X_test, y_test)), seconds
+
+
+def run_xpnet(data: tuple[np.ndarray, ...], seed: int, backend: str, dtype: str) -> tuple[float, float]:
+    X_train, X_test, y_train, y_test = data
+    classes = int(y_train.max()) + 1
+    net = xn.Network(
+        [xn.Dense(HIDDEN, "relu"), xn.Dense(classes, "softmax")],
+        loss="cross_entropy",
+        optimizer=xn.Adam(LEARNING_RATE),
+        backend=backend,
+        dtype=dtype,
+        seed=seed,
+    )
+    start = time.perf_counter()
+    net.fit(X_train, y_train, epochs=EPOCHS, batch_size=BATCH_SIZE, verbose=0)
+    seconds = time.perf_counter() - start
+    return net.evaluate(X_test, y_test)["accuracy"], seconds
+
+
+def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    mean = statistics.mean(values) * scale
+    spread = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    return f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", action="append", help="xpnet backend(s) (default: numpy)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    args = parser.parse_args()
+    backends = args.backend or ["numpy"]
+    seeds = range(args.seeds)
+    rows = []
+    for name in args.datasets:
+        data = split(name)
+        results: dict[str, tuple[list[float], list[float]]] = {}
+        for label, runner in [("scikit-learn", lambda s: run_sklearn(data, s))] + [
+            (f"xpnet[{b}]", lambda s, b=b: run_xpnet(data, s, b, args.dtype)) for b in backends
+        ]:
+            accuracies, times = [], []
+            for seed in seeds:
+                accuracy, seconds = runner(seed)
+                accuracies.append(accuracy)
+                times.append(seconds)
+                print(json.dumps({"dataset": name, "model": label, "seed": seed, "accuracy": accuracy, "fit_s": seconds}))
+            results[label] = (accuracies, times)
+        reference = statistics.mean(results["scikit-learn"][0])
+        for label, (accuracies, times) in results.items():
+            gap = (statistics.mean(accuracies) - reference) * 100
+            rows.append(
+                f"| {name} | {label} | {summary(accuracies, 100)} | {gap:+.1f} | {summary(times, 1, 2)} |"
+            )
+    print()
+    print(
+        f"Held-out accuracy (%), {len(seeds)} seeds, one hidden layer of {HIDDEN} ReLU units, Adam "
+        f"lr {LEARNING_RATE}, batch {BATCH_SIZE}, {EPOCHS} epochs, xpnet dtype {args.dtype}:"
+    )
+    print()
+    print("| dataset | model | accuracy % (mean ± std) | vs scikit-learn (points) | fit time s |")
+    print("| --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

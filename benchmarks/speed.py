@@ -1,0 +1,451 @@
+"""Training speed of xpnet beside its peers, in one process, on the same data and weights.
+
+Configurations (float32, softmax cross-entropy unless noted):
+  mnist  784-256-128-10 ReLU, SGD lr 0.1, batch 128, 60,000 samples from a fixed linear teacher
+  wide   1024-4096-4096-10 ReLU, batch 512, 16,384 samples (matrix-multiply bound)
+  tiny   XOR 2-3-1 tanh/sigmoid with log-loss, batch 4, 2,000 steps (per-step overhead)
+  adam   mnist with Adam (lr 1e-3)
+
+Peers: a hand-written NumPy loop with preallocated buffers (the practical ceiling
+for NumPy code), PyTorch eager, scikit-learn's MLPClassifier (mnist), and JAX jit
+when installed. Repeats are interleaved (A B C A B C ...) and medians reported, since
+a small machine drifts. Prints one JSON line per timed run, then a Markdown table.
+
+    python benchmarks/speed.py                         # CPU: numpy backend and CPU peers
+    python benchmarks/speed.py --configs mnist tiny --repeats 7
+    python benchmarks/speed.py --backend cupy          # GPU: cupy backend beside torch CUDA
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+import xpnet as xn
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    sizes: tuple[int, ...]
+    samples: int
+    batch: int
+    optimizer: str
+    lr: float
+    hidden: str = "relu"
+    epochs: int = 1  # timed passes per repeat (tiny: steps are epochs of one batch)
+
+
+CONFIGS = {
+    "mnist": Config("mnist", (784, 256, 128, 10), 60_000, 128, "sgd", 0.1),
+    "wide": Config("wide", (1024, 4096, 4096, 10), 16_384, 512, "sgd", 0.01),
+    "tiny": Config("tiny", (2, 3, 1), 4, 4, "sgd", 0.5, hidden="tanh", epochs=2000),
+    "adam": Config("adam", (784, 256, 128, 10), 60_000, 128, "adam", 1e-3),
+}
+
+
+def make_data(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.name == "tiny":
+        return np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32), np.array([0, 1, 1, 0])
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(cfg.samples, cfg.sizes[0])).astype(np.float32)
+    teacher = rng.normal(size=(cfg.sizes[0], cfg.sizes[-1])).astype(np.float32)
+    return X, np.argmax(X @ teacher, axis=1)
+
+
+def initial_weights(cfg: Config) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(1)
+    weights = []
+    for fan_in, fan_out in zip(cfg.sizes[:-1], cfg.sizes[1:]):
+        limit = np.sqrt(6.0 / fan_in)
+        weights.append(
+            (rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32), np.zeros(fan_out, np.float32))
+        )
+    return weights
+
+
+def flops_per_sample(cfg: Config) -> float:
+    """Forward 2*in*out per layer, backward 2*in*out for weights and (except layer 1) inputs."""
+    pairs = list(zip(cfg.sizes[:-1], cfg.sizes[1:]))
+    forward = sum(2 * i * o for i, o in pairs)
+    backward = sum(2 * i * o for i, o in pairs) + sum(2 * i * o for i, o in pairs[1:])
+    return float(forward + backward)
+
+
+def matmul_peak(xp_name: str = "numpy", size: int = 2048, repeats: int = 7) -> float:
+    """Measured float32 matrix-multiply throughput in GFLOP/s (median)."""
+    a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
+    b, out = a.copy(), np.empty_like(a)
+    np.matmul(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+# -- the runners: each returns a function that trains one timed repeat -----------------
+
+
+def run_xpnet(cfg: Config, X: np.ndarray, y: np.ndarray, backend: str) -> Callable[[], None]:
+    binary = cfg.name == "tiny"
+    layers = [xn.Dense(n, cfg.hidden) for n in cfg.sizes[1:-1]]
+    layers.append(xn.Dense(cfg.sizes[-1], "sigmoid" if binary else "softmax"))
+    opt = xn.SGD(cfg.lr) if cfg.optimizer == "sgd" else xn.Adam(cfg.lr)
+    net = xn.Network(
+        layers, loss="logloss" if binary else "cross_entropy", optimizer=opt, backend=backend, seed=0
+    )
+    net.build(cfg.sizes[0])
+    for layer, (w, b) in zip(net.layers, initial_weights(cfg)):
+        layer.weight, layer.bias = w, b
+    Xd, yd = net.backend.asarray(X), net.backend.asarray(y)
+    net.fit(Xd, yd, epochs=1, batch_size=cfg.batch, verbose=0)  # warm-up
+
+    def repeat() -> None:
+        net.fit(Xd, yd, epochs=cfg.epochs, batch_size=cfg.batch, verbose=0)
+        net.backend.synchronize()
+
+    return repeat
+
+
+class HandwrittenNumpy:
+    """A minimal NumPy training loop with preallocated buffers and in-place updates."""
+
+    def __init__(self, cfg: Config, X: np.ndarray, y: np.ndarray) -> None:
+        self.cfg, self.X = cfg, X
+        self.binary = cfg.name == "tiny"
+        k = cfg.sizes[-1]
+        self.Y = y.reshape(-1, 1).astype(np.float32) if self.binary else np.eye(k, dtype=np.float32)[y]
+        self.params = [(w.copy(), b.copy()) for w, b in initial_weights(cfg)]
+        self.adam = [
+            [np.zeros_like(p) for p in (w, b, w, b)] for w, b in self.params
+        ] if cfg.optimizer == "adam" else None
+        self.t = 0
+        self.rng = np.random.default_rng(0)
+        self.buffers: dict[int, list[np.ndarray]] = {}
+
+    def _buffers(self, n: int) -> list[np.ndarray]:
+        if n not in self.buffers:
+            sizes = self.cfg.sizes
+            self.buffers[n] = [np.empty((n, s), np.float32) for s in sizes[1:]] + [
+                np.empty((n, s), np.float32) for s in sizes[1:-1]
+            ]
+        return self.buffers[n]
+
+    def step(self, x: np.ndarray, t: np.ndarray) -> None:
+        n = len(x)
+        bufs = self._buffers(n)
+        layers = len(self.params)
+        acts, grads_in = bufs[:layers], bufs[layers:]
+        h = x
+        for i, (w, b) in enumerate(self.params):
+            out = acts[i]
+            np.matmul(h, w, out=out)
+            out += b
+            if i < layers - 1:
+                if self.cfg.hidden == "relu":
+                    np.maximum(out, 0, out=out)
+                else:
+                    np.tanh(out, out=out)
+            h = out
+        if self.binary:
+            np.negative(h, out=h)
+            np.exp(h, out=h)
+            h += 1
+            np.reciprocal(h, out=h)
+        else:
+            h -= h.max(axis=1, keepdims=True)
+            np.exp(h, out=h)
+            h /= h.sum(axis=1, keepdims=True)
+        d = h
+        d -= t
+        d *= 1.0 / (n * (1 if not self.binary else t.shape[1]))
+        self.t += 1
+        for i in range(layers - 1, -1, -1):
+            w, b = self.params[i]
+            prev = x if i == 0 else acts[i - 1]
+            gw = prev.T @ d
+            gb = d.sum(axis=0)
+            if i > 0:
+                dprev = grads_in[i - 1]
+                np.matmul(d, w.T, out=dprev)
+                if self.cfg.hidden == "relu":
+                    dprev *= prev > 0
+                else:
+                    dprev *= 1 - prev * prev
+            self._update(i, w, b, gw, gb)
+            if i > 0:
+                d = dprev
+
+    def _update(self, i: int, w: np.ndarray, b: np.ndarray, gw: np.ndarray, gb: np.ndarray) -> None:
+        lr = self.cfg.lr
+        if self.adam is None:
+            gw *= lr
+            w -= gw
+            gb *= lr
+            b -= gb
+            return
+        mw, mb, vw, vb = self.adam[i]
+        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
+        for p, g, m, v in ((w, gw, mw, vw), (b, gb, mb, vb)):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            g *= g
+            g *= 0.001
+            v += g
+            denom = np.sqrt(v)
+            denom *= 1 / np.sqrt(c2)
+            denom += 1e-8
+            np.divide(m, denom, out=denom)
+            denom *= lr / c1
+            p -= denom
+
+    def epoch(self) -> None:
+        n = len(self.X)
+        order = self.rng.permutation(n)
+        for start in range(0, n, self.cfg.batch):
+            idx = order[start : start + self.cfg.batch]
+            self.step(self.X[idx], self.Y[idx])
+
+
+def run_handwritten(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    loop = HandwrittenNumpy(cfg, X, y)
+    loop.epoch()
+
+    def repeat() -> None:
+        for _ in range(cfg.epochs):
+            loop.epoch()
+
+    return repeat
+
+
+def run_torch(cfg: Config, X: np.ndarray, y: np.ndarray, device: str) -> Callable[[], None]:
+    import torch
+
+    torch.manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for (w, b), last in zip(initial_weights(cfg), [False] * (len(cfg.sizes) - 2) + [True]):
+        linear = torch.nn.Linear(*w.shape)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(w.T.copy()))
+            linear.bias.copy_(torch.from_numpy(b))
+        layers.append(linear)
+        if not last:
+            layers.append(torch.nn.ReLU() if cfg.hidden == "relu" else torch.nn.Tanh())
+    model = torch.nn.Sequential(*layers).to(device)
+    binary = cfg.name == "tiny"
+    loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.CrossEntropyLoss()
+    opt = (torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=cfg.lr)
+    Xt = torch.from_numpy(X).to(device)
+    yt = torch.from_numpy(y.astype(np.float32).reshape(-1, 1) if binary else y).to(device)
+    rng = np.random.default_rng(0)
+
+    def epoch() -> None:
+        order = torch.from_numpy(rng.permutation(len(X))).to(device)
+        for start in range(0, len(X), cfg.batch):
+            idx = order[start : start + cfg.batch]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(Xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+
+    epoch()
+
+    def repeat() -> None:
+        for _ in range(cfg.epochs):
+            epoch()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return repeat
+
+
+def run_sklearn(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    model = MLPClassifier(
+        hidden_layer_sizes=cfg.sizes[1:-1], solver="sgd" if cfg.optimizer == "sgd" else "adam",
+        learning_rate_init=cfg.lr, batch_size=cfg.batch, momentum=0.0, nesterovs_momentum=False,
+        alpha=0.0, shuffle=True, random_state=0,
+    )
+    classes = np.arange(cfg.sizes[-1])
+    warnings.filterwarnings("ignore")
+    model.partial_fit(X, y, classes=classes)
+    return lambda: model.partial_fit(X, y)
+
+
+def run_jax(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    import jax
+    import jax.numpy as jnp
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in initial_weights(cfg)]
+    binary = cfg.name == "tiny"
+    act = jax.nn.relu if cfg.hidden == "relu" else jnp.tanh
+
+    def loss_fn(params, x, t):
+        h = x
+        for w, b in params[:-1]:
+            h = act(h @ w + b)
+        z = h @ params[-1][0] + params[-1][1]
+        if binary:
+            return jnp.mean(jnp.maximum(z, 0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z))))
+        return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z), axis=1))
+
+    if cfg.optimizer == "sgd":
+
+        @jax.jit
+        def step(state, x, t):
+            grads = jax.grad(loss_fn)(state, x, t)
+            return jax.tree_util.tree_map(lambda p, g: p - cfg.lr * g, state, grads)
+
+        state = params
+    else:
+
+        @jax.jit
+        def step(state, x, t):
+            p, m, v, k = state
+            g = jax.grad(loss_fn)(p, x, t)
+            k = k + 1
+            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
+            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
+            c1, c2 = 1 - 0.9**k, 1 - 0.999**k
+            p = jax.tree_util.tree_map(
+                lambda p, m, v: p - cfg.lr / c1 * m / (jnp.sqrt(v) / jnp.sqrt(c2) + 1e-8), p, m, v
+            )
+            return p, m, v, k
+
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        state = (params, zeros, zeros, 0)
+    T = y.reshape(-1, 1).astype(np.float32) if binary else np.eye(cfg.sizes[-1], dtype=np.float32)[y]
+    Xj, Tj = jnp.asarray(X), jnp.asarray(T)
+    rng = np.random.default_rng(0)
+    holder = [state]
+
+    def epoch() -> None:
+        order = jnp.asarray(rng.permutation(len(X)))
+        s = holder[0]
+        for start in range(0, len(X), cfg.batch):
+            idx = order[start : start + cfg.batch]
+            s = step(s, Xj[idx], Tj[idx])
+        jax.block_until_ready(s)
+        holder[0] = s
+
+    epoch()
+
+    def repeat() -> None:
+        for _ in range(cfg.epochs):
+            epoch()
+
+    return repeat
+
+
+def peak_memory(make: Callable[[], Callable[[], None]]) -> float:
+    """Peak traced host memory (MiB) of one repeat, beyond what existed before it."""
+    run = make()
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    run()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="*", default=["mnist", "wide", "tiny", "adam"], choices=list(CONFIGS))
+    parser.add_argument("--backend", default="numpy", help="xpnet backend (numpy on CPU, cupy on a GPU)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--peers", nargs="*", default=["numpy-loop", "torch", "sklearn", "jax"])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: its own)")
+    args = parser.parse_args()
+
+    gpu = args.backend == "cupy"
+    torch_device = "cuda" if gpu else "cpu"
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    peak = matmul_peak()
+    print(json.dumps({"matmul_peak_gflops": round(peak, 1), "device": "cpu"}))
+    table = []
+    for name in args.configs:
+        cfg = CONFIGS[name]
+        X, y = make_data(cfg)
+        makers: dict[str, Callable[[], Callable[[], None]]] = {
+            f"xpnet[{args.backend}]": lambda: run_xpnet(cfg, X, y, args.backend)
+        }
+        if "numpy-loop" in args.peers and not gpu:
+            makers["numpy-loop"] = lambda: run_handwritten(cfg, X, y)
+        if "torch" in args.peers:
+            makers[f"torch-{torch_device}"] = lambda: run_torch(cfg, X, y, torch_device)
+        if "sklearn" in args.peers and not gpu and cfg.name in ("mnist", "adam"):
+            makers["sklearn"] = lambda: run_sklearn(cfg, X, y)
+        if "jax" in args.peers and not gpu:
+            try:
+                import jax  # noqa: F401
+
+                makers["jax-jit"] = lambda: run_jax(cfg, X, y)
+            except ImportError:
+                pass
+        runs = {label: make() for label, make in makers.items()}
+        times: dict[str, list[float]] = {label: [] for label in runs}
+        for _ in range(args.repeats):
+            for label, run in runs.items():
+                start = time.perf_counter()
+                run()
+                seconds = time.perf_counter() - start
+                times[label].append(seconds)
+                print(json.dumps({"config": name, "framework": label, "seconds": round(seconds, 5)}))
+        memory = {}
+        if not gpu and name != "tiny":
+            for label in (f"xpnet[{args.backend}]", "numpy-loop"):
+                if label in makers:
+                    memory[label] = peak_memory(makers[label])
+        work = cfg.epochs * (cfg.samples if name != "tiny" else 1)
+        unit = "steps/s" if name == "tiny" else "samples/s"
+        ours = f"xpnet[{args.backend}]"
+        base = statistics.median(times[ours])
+        for label, values in times.items():
+            med = statistics.median(values)
+            rate = work / med
+            gflops = rate * flops_per_sample(cfg) * (cfg.batch if name == "tiny" else 1) / 1e9
+            table.append(
+                {
+                    "config": name, "framework": label, unit: rate, "median_s": med,
+                    "spread": f"{min(values):.3f}-{max(values):.3f}",
+                    "xpnet_speedup": med / base, "peak_fraction": gflops / peak,
+                    "mem_mib": memory.get(label),
+                    "us_per_step": med / (cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)) * 1e6,
+                }
+            )
+            print(json.dumps({"config": name, "framework": label, "median_rate": rate, "unit": unit}))
+    print()
+    print(f"float32; matmul peak {peak:.0f} GFLOP/s; medians of {args.repeats} interleaved repeats")
+    print()
+    print("| config | framework | rate | µs/step | xpnet is N× faster | % of matmul peak | peak MiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for row in table:
+        unit = "steps/s" if row["config"] == "tiny" else "samples/s"
+        mem = f"{row['mem_mib']:.1f}" if row["mem_mib"] is not None else ""
+        print(
+            f"| {row['config']} | {row['framework']} | {row[unit]:,.0f} {unit} | {row['us_per_step']:.0f} | "
+            f"{row['xpnet_speedup']:.2f} | {100 * row['peak_fraction']:.0f}% | {mem} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
