@@ -124,6 +124,11 @@ class Backend:
         """Wait until queued device work (on ``x``, for JAX) has finished; a no-op on CPU."""
         self._sync(x)
 
+    @property
+    def mutable(self) -> bool:
+        """Whether this backend's arrays support in-place updates (all but JAX)."""
+        return self.name != "jax"
+
     def is_writeable(self, x: Array) -> bool:
         """Whether ``x`` may be updated in place (false for JAX)."""
         return bool(aac.is_writeable_array(x))

@@ -219,7 +219,7 @@ class Dense(Layer):
         z = x @ self.params["weight"]
         if self.use_bias:
             bias = self.params["bias"]
-            if backend.is_writeable(z):  # z is ours: add in place
+            if backend.mutable:  # z is ours: add in place
                 z += bias
             else:
                 z = z + bias

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from .activations import log_softmax, sigmoid
+from .activations import log_softmax, sigmoid, softmax
 from .backend import device_of, namespace_of
 
 Array = Any
@@ -29,7 +29,8 @@ class Loss(ABC):
     """Base class: ``loss(y_pred, y_true)`` is the scalar loss, ``gradient`` its derivative.
 
     Subclasses set ``name``, ``output_activation`` (the final activation whose
-    gradient fuses with this loss, or ``None``) and ``classification``.
+    gradient fuses with this loss, or ``None``) and ``classification``. Every
+    method takes an optional ``xp``; by default it is inferred from ``y_pred``.
     """
 
     name: str = ""
@@ -42,23 +43,26 @@ class Loss(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(from_logits={self.from_logits})"
 
-    def __call__(self, y_pred: Array, y_true: Array) -> Array:
-        return self.value_and_gradient(y_pred, y_true)[0]
+    def __call__(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> Array:
+        return self.value_and_gradient(y_pred, y_true, xp=xp)[0]
 
-    def gradient(self, y_pred: Array, y_true: Array) -> Array:
+    def gradient(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> Array:
         """Gradient of the loss with respect to ``y_pred``."""
-        return self.value_and_gradient(y_pred, y_true)[1]
+        return self.value_and_gradient(y_pred, y_true, xp=xp)[1]
 
     @abstractmethod
-    def value_and_gradient(self, y_pred: Array, y_true: Array) -> tuple[Array, Array]:
+    def value_and_gradient(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
         """Return ``(loss, d loss / d y_pred)``; ``loss`` is a 0-d array on the device."""
 
-    def targets(self, y_true: Array, y_pred: Array) -> Array:
+    def targets(self, y_true: Array, y_pred: Array, xp: Any) -> Array:
         """``y_true`` in ``y_pred``'s shape and dtype."""
-        xp = namespace_of(y_pred)
         if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
             y_true = xp.reshape(y_true, (-1, 1))
         return y_true if y_true.dtype == y_pred.dtype else xp.astype(y_true, y_pred.dtype)
+
+
+def _size(y: Array) -> int:
+    return int(y.shape[0] * (y.shape[1] if y.ndim > 1 else 1))
 
 
 class MeanSquaredError(Loss):
@@ -66,14 +70,28 @@ class MeanSquaredError(Loss):
 
     name = "mse"
 
-    def value_and_gradient(self, y_pred: Array, y_true: Array) -> tuple[Array, Array]:
-        xp = namespace_of(y_pred)
-        diff = y_pred - self.targets(y_true, y_pred)
-        size = diff.shape[0] * (diff.shape[1] if diff.ndim > 1 else 1)
+    def value_and_gradient(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        xp = xp or namespace_of(y_pred)
+        diff = y_pred - self.targets(y_true, y_pred, xp)
+        size = _size(diff)
         return xp.sum(diff * diff) / size, diff * (2.0 / size)
 
 
-class BinaryCrossentropy(Loss):
+class CrossEntropy(Loss):
+    """Base of the cross-entropies: the fused form shared with the output activation."""
+
+    classification = True
+
+    @abstractmethod
+    def fused(self, logits: Array, prob: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        """Loss from ``logits`` and its gradient with respect to them, ``(prob - y) / n``.
+
+        ``prob`` is the output activation of ``logits``, already computed by
+        the forward pass, so it is not computed twice.
+        """
+
+
+class BinaryCrossentropy(CrossEntropy):
     """Log-loss of 0/1 targets, averaged over all elements.
 
     ``y_pred`` are probabilities, or logits when ``from_logits=True``.
@@ -81,16 +99,21 @@ class BinaryCrossentropy(Loss):
 
     name = "binary_crossentropy"
     output_activation = "sigmoid"
-    classification = True
 
-    def value_and_gradient(self, y_pred: Array, y_true: Array) -> tuple[Array, Array]:
-        xp = namespace_of(y_pred)
-        y = self.targets(y_true, y_pred)
-        size = y.shape[0] * (y.shape[1] if y.ndim > 1 else 1)
+    def fused(self, logits: Array, prob: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        xp = xp or namespace_of(logits)
+        y = self.targets(y_true, logits, xp)
+        size = _size(y)
+        z = logits
+        per = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
+        return xp.sum(per) / size, (prob - y) / size
+
+    def value_and_gradient(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        xp = xp or namespace_of(y_pred)
         if self.from_logits:
-            z = y_pred
-            per = xp.maximum(z, 0.0) - z * y + xp.log1p(xp.exp(-xp.abs(z)))
-            return xp.sum(per) / size, (sigmoid(z, xp) - y) / size
+            return self.fused(y_pred, sigmoid(y_pred, xp), y_true, xp=xp)
+        y = self.targets(y_true, y_pred, xp)
+        size = _size(y)
         p = y_pred
         log_p = xp.maximum(xp.log(p), _LOG_FLOOR)
         log_q = xp.maximum(xp.log1p(-p), _LOG_FLOOR)
@@ -100,7 +123,7 @@ class BinaryCrossentropy(Loss):
         return value, grad
 
 
-class CategoricalCrossentropy(Loss):
+class CategoricalCrossentropy(CrossEntropy):
     """Cross-entropy of class targets: integer labels ``(n,)`` or one-hot ``(n, k)``.
 
     Summed over classes, averaged over samples. ``y_pred`` are probabilities,
@@ -109,21 +132,24 @@ class CategoricalCrossentropy(Loss):
 
     name = "categorical_crossentropy"
     output_activation = "softmax"
-    classification = True
 
-    def targets(self, y_true: Array, y_pred: Array) -> Array:
-        xp = namespace_of(y_pred)
+    def targets(self, y_true: Array, y_pred: Array, xp: Any) -> Array:
         if y_true.ndim == 1:
             return one_hot(y_true, y_pred.shape[-1], y_pred.dtype, xp)
-        return super().targets(y_true, y_pred)
+        return super().targets(y_true, y_pred, xp)
 
-    def value_and_gradient(self, y_pred: Array, y_true: Array) -> tuple[Array, Array]:
-        xp = namespace_of(y_pred)
-        y = self.targets(y_true, y_pred)
+    def fused(self, logits: Array, prob: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        xp = xp or namespace_of(logits)
+        y = self.targets(y_true, logits, xp)
         n = y.shape[0]
+        return -xp.sum(y * log_softmax(logits, xp)) / n, (prob - y) / n
+
+    def value_and_gradient(self, y_pred: Array, y_true: Array, *, xp: Any = None) -> tuple[Array, Array]:
+        xp = xp or namespace_of(y_pred)
         if self.from_logits:
-            log_p = log_softmax(y_pred, xp)
-            return -xp.sum(y * log_p) / n, (xp.exp(log_p) - y) / n
+            return self.fused(y_pred, softmax(y_pred, xp), y_true, xp=xp)
+        y = self.targets(y_true, y_pred, xp)
+        n = y.shape[0]
         p = y_pred
         tiny = xp.finfo(p.dtype).smallest_normal
         log_p = xp.maximum(xp.log(p), _LOG_FLOOR)

@@ -12,12 +12,13 @@ def correct_count(y_prob: Array, y_true: Array, xp: Any, *, binary: bool) -> Arr
 
     ``binary``: each element of ``y_prob`` is thresholded at 0.5 against 0/1
     targets of the same shape. Otherwise the argmax of each row is compared
-    with the argmax of the one-hot ``y_true``.
+    with the integer label ``y_true`` (or the argmax of a one-hot ``y_true``).
     """
     if binary:
         hit = (y_prob > 0.5) == (xp.reshape(y_true, y_prob.shape) > 0.5)
     else:
-        hit = xp.argmax(y_prob, axis=1) == xp.argmax(y_true, axis=1)
+        labels = y_true if y_true.ndim == 1 else xp.argmax(y_true, axis=1)
+        hit = xp.argmax(y_prob, axis=1) == labels
     return xp.sum(xp.astype(hit, y_prob.dtype))
 
 

@@ -13,7 +13,7 @@ from .backend import Array, Backend, get_backend, to_numpy
 from .callbacks import TerminateOnNaN
 from .history import History
 from .layers import Activation, Dense, Layer
-from .losses import CategoricalCrossentropy, Loss, get_loss, one_hot
+from .losses import CategoricalCrossentropy, CrossEntropy, Loss, get_loss
 from .metrics import correct_count, prediction_count
 from .optimizers import Optimizer, get_optimizer
 from .progress import Progress
@@ -239,12 +239,13 @@ class Network:
 
     def _check_finite(self, x: Array, name: str) -> None:
         xp = self.backend.xp
-        if not bool(xp.all(xp.isfinite(x))):
-            rows = np.nonzero(~np.isfinite(to_numpy(x)).reshape(x.shape[0], -1).all(axis=1))[0]
-            raise ValueError(
-                f"{name} contains NaN or infinity (first at row {int(rows[0])}); "
-                "remove or impute those values"
-            )
+        # A finite sum proves every element finite without an input-sized mask.
+        if bool(xp.isfinite(xp.sum(x))) or bool(xp.all(xp.isfinite(x))):
+            return
+        rows = np.nonzero(~np.isfinite(to_numpy(x)).reshape(x.shape[0], -1).all(axis=1))[0]
+        raise ValueError(
+            f"{name} contains NaN or infinity (first at row {int(rows[0])}); remove or impute those values"
+        )
 
     def _targets(self, y: Any, n: int, name: str = "y") -> Array:
         """Targets on the device, shaped like the outputs (one-hot for categorical)."""
@@ -260,17 +261,19 @@ class Network:
             raise ValueError(f"X has {n} samples but {name} has {got}")
         k = self.out_features
         if isinstance(self.loss, CategoricalCrossentropy) and t.ndim == 1:
-            labels = self.backend.asarray(t, "float64") if not _is_integer(t, xp) else t
-            if not _is_integer(labels, xp):
-                if not bool(xp.all(labels == xp.round(labels))):
+            # Integer labels stay labels: each batch is one-hot encoded when it is used.
+            if not _is_integer(t, xp):
+                t = self.backend.asarray(t, self.dtype)
+                self._check_finite(t, name)
+                if not bool(xp.all(t == xp.round(t))):
                     raise ValueError(f"{name} must hold integer class labels 0..{k - 1}")
-            lo, hi = int(xp.min(labels)), int(xp.max(labels))
+            lo, hi = int(xp.min(t)), int(xp.max(t))
             if lo < 0 or hi >= k:
                 bad = lo if lo < 0 else hi
                 raise ValueError(
                     f"{name} has label {bad}, but the network has {k} outputs: labels must be in [0, {k})"
                 )
-            return one_hot(xp.astype(labels, xp.int64), k, self.backend.dtype(self.dtype), xp)
+            return t if _is_integer(t, xp) else xp.astype(t, xp.int32)
         t = self.backend.asarray(t, self.dtype)
         if t.ndim == 1:
             t = xp.reshape(t, (-1, 1))
@@ -293,25 +296,36 @@ class Network:
 
     def _loss_and_output_grad(self, out: Array, y: Array) -> tuple[Array, Array, Array, bool]:
         """Loss, its gradient, class probabilities, and whether the gradient is w.r.t. logits."""
-        if not self._classification:
-            value, grad = self.loss.value_and_gradient(out, y)
+        xp = self.backend.xp
+        loss = self.loss
+        if not isinstance(loss, CrossEntropy):
+            value, grad = loss.value_and_gradient(out, y, xp=xp)
             return value, grad, out, False
-        logit_loss = type(self.loss)(from_logits=True)
         if self._fused_output():
             logits = cast("Dense | Activation", self.layers[-1]).pre_activation
-            value, grad = logit_loss.value_and_gradient(logits, y)
+            value, grad = loss.fused(logits, out, y, xp=xp)
             return value, grad, out, True
-        value, grad = logit_loss.value_and_gradient(out, y)
-        prob = get_activation(self.loss.output_activation).forward(out, self.backend.xp)
+        # Any other final activation: the outputs are logits, as torch takes them.
+        assert loss.output_activation is not None
+        prob = get_activation(loss.output_activation).forward(out, xp)
+        value, grad = loss.fused(out, prob, y, xp=xp)
         return value, grad, prob, False
 
-    def _backward(self, grad: Array, fused: bool) -> None:
+    def _backward_and_update(self, grad: Array, fused: bool) -> None:
+        """Backpropagate ``grad`` and update each layer as soon as its gradients exist.
+
+        A layer's input gradient is computed before its weights change, so the
+        result equals a full backward pass followed by ``optimizer.step``.
+        """
+        optimizer = self.optimizer
+        optimizer.start_step()
         first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
         i = len(self.layers) - 1
         if fused:
             last = self.layers[i]
             if isinstance(last, Dense):
                 grad = last.backward(grad, need_input_grad=i > first, through_activation=False)
+                optimizer.update_layer(i, last)
             i -= 1
         for j in range(i, first - 1, -1):
             layer = self.layers[j]
@@ -319,13 +333,13 @@ class Network:
                 grad = layer.backward(grad, need_input_grad=j > first, overwrite_dy=True)
             else:
                 grad = layer.backward(grad, need_input_grad=j > first)
+            optimizer.update_layer(j, layer)
 
     def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
         """One optimizer step on a batch already on the device; returns (loss, probabilities)."""
         out = self._forward(x, training=True)
         value, grad, prob, fused = self._loss_and_output_grad(out, y)
-        self._backward(grad, fused)
-        self.optimizer.step(self.layers)
+        self._backward_and_update(grad, fused)
         return value, prob
 
     def fit(
@@ -395,37 +409,42 @@ class Network:
         steps = -(-n // batch_size)
         xp = self.backend.xp
         progress = Progress(verbose, steps, int(epochs), self.epoch)
+        device = self.backend.device
+        binary = self._binary
+        judged = prediction_count(t, binary=binary)
         for _ in range(int(epochs)):
             epoch = self.epoch
             _call(callbacks, "on_epoch_begin", self, epoch, {})
-            order = self.backend.asarray(self.rng.permutation(n)) if shuffle else None
-            total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
-            correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+            order = xp.asarray(self.rng.permutation(n), device=device) if shuffle else None
+            total: Array = 0.0
+            correct: Array = 0
             progress.start_epoch(epoch)
             for step, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
                 if order is None:
                     xb, tb = x[start:stop, ...], t[start:stop, ...]
                 else:  # gathering per batch keeps no shuffled copy of the whole data
-                    index = order[start:stop]
+                    index = order[start:stop, ...]
                     xb, tb = xp.take(x, index, axis=0), xp.take(t, index, axis=0)
                 value, prob = self.train_step(xb, tb)
-                total = total + value * xb.shape[0]
+                total = total + value * (stop - start)
                 if self._classification:
-                    correct = correct + correct_count(prob, tb, xp, binary=self._binary)
-                progress.step(step + 1, _running_loss(total, stop))
+                    correct = correct + correct_count(prob, tb, xp, binary=binary)
+                if progress.active:
+                    progress.step(step + 1, _running_loss(total, stop))
             logs = {"loss": float(total) / n}
             if self._classification:
-                logs["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
+                logs["accuracy"] = float(correct) / judged
             self.epoch += 1
             if val is not None and math.isfinite(logs["loss"]):
-                logs.update(
-                    {f"val_{k}": v for k, v in self._evaluate(*val, batch_size=max(batch_size, 4096)).items()}
-                )
+                scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
+                logs.update({f"val_{k}": v for k, v in scores.items()})
             history.append(epoch, logs)
             progress.end_epoch(logs)
+            recorded = len(logs)
             _call(callbacks, "on_epoch_end", self, epoch, logs)
-            history.update_last(logs)
+            if len(logs) != recorded:
+                history.update_last(logs)
             if self.stop_training:
                 break
         progress.close()

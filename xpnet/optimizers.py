@@ -79,21 +79,33 @@ class Optimizer(ABC):
 
     def step(self, layers: Sequence[Any]) -> None:
         """Update every parameter of ``layers`` from its gradient in ``layer.grads``."""
-        self.iterations += 1
+        self.start_step()
         for index, layer in enumerate(layers):
-            if not layer.params:
-                continue
-            xp = layer.backend.xp
-            for name, param in layer.params.items():
-                key = f"{index}.{name}"
-                new, self.state[key] = self.update(
-                    param,
-                    layer.grads[name],
-                    self.state.get(key, {}),
-                    xp,
-                    inplace=layer.backend.is_writeable(param),
-                )
-                layer.params[name] = new
+            self.update_layer(index, layer)
+
+    def start_step(self) -> None:
+        """Count a new step; :meth:`update_layer` then updates each layer of it."""
+        self.iterations += 1
+
+    def update_layer(self, index: int, layer: Any) -> None:
+        """Update the parameters of ``layer``, the ``index``-th of the network, in this step.
+
+        ``Network`` calls it right after the layer's backward pass, while its
+        weights and gradients are still in cache.
+        """
+        if not layer.params:
+            return
+        xp = layer.backend.xp
+        for name, param in layer.params.items():
+            key = f"{index}.{name}"
+            new, self.state[key] = self.update(
+                param,
+                layer.grads[name],
+                self.state.get(key, {}),
+                xp,
+                inplace=layer.backend.mutable,
+            )
+            layer.params[name] = new
 
     @abstractmethod
     def update(

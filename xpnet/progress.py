@@ -63,6 +63,11 @@ class Progress:
         self._next_refresh = 0.0
         self._started = 0.0
 
+    @property
+    def active(self) -> bool:
+        """Whether a bar is drawing (and so wants :meth:`step` calls)."""
+        return self._bar is not None
+
     def start_epoch(self, epoch: int) -> None:
         """Begin an epoch (0-based index)."""
         self._epoch = epoch
