@@ -12,6 +12,7 @@ mean ± std accuracy and fit time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -68,7 +69,7 @@ def run_sklearn(data: tuple[np.ndarray, ...], seed: int) -> tuple[float, float]:
     return float(model.score(X_test, y_test)), seconds
 
 
-def run_xpnet(data: tuple[np.ndarray, ...], seed: int, backend: str, dtype: str) -> tuple[float, float]:
+def run_xpnet(data: tuple[np.ndarray, ...], seed: int, *, backend: str, dtype: str) -> tuple[float, float]:
     X_train, X_test, y_train, y_test = data
     classes = int(y_train.max()) + 1
     net = xn.Network(
@@ -92,7 +93,9 @@ def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--backend", action="append", help="xpnet backend(s) (default: numpy)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--seeds", type=int, default=5)
@@ -104,15 +107,23 @@ def main() -> None:
     for name in args.datasets:
         data = split(name)
         results: dict[str, tuple[list[float], list[float]]] = {}
-        for label, runner in [("scikit-learn", lambda s: run_sklearn(data, s))] + [
-            (f"xpnet[{b}]", lambda s, b=b: run_xpnet(data, s, b, args.dtype)) for b in backends
-        ]:
+        runners = [("scikit-learn", functools.partial(run_sklearn, data))] + [
+            (f"xpnet[{b}]", functools.partial(run_xpnet, data, backend=b, dtype=args.dtype)) for b in backends
+        ]
+        for label, runner in runners:
             accuracies, times = [], []
             for seed in seeds:
                 accuracy, seconds = runner(seed)
                 accuracies.append(accuracy)
                 times.append(seconds)
-                print(json.dumps({"dataset": name, "model": label, "seed": seed, "accuracy": accuracy, "fit_s": seconds}))
+                record = {
+                    "dataset": name,
+                    "model": label,
+                    "seed": seed,
+                    "accuracy": accuracy,
+                    "fit_s": seconds,
+                }
+                print(json.dumps(record))
             results[label] = (accuracies, times)
         reference = statistics.mean(results["scikit-learn"][0])
         for label, (accuracies, times) in results.items():

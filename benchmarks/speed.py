@@ -19,6 +19,7 @@ a small machine drifts. Prints one JSON line per timed run, then a Markdown tabl
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import statistics
@@ -126,9 +127,11 @@ class HandwrittenNumpy:
         k = cfg.sizes[-1]
         self.Y = y.reshape(-1, 1).astype(np.float32) if self.binary else np.eye(k, dtype=np.float32)[y]
         self.params = [(w.copy(), b.copy()) for w, b in initial_weights(cfg)]
-        self.adam = [
-            [np.zeros_like(p) for p in (w, b, w, b)] for w, b in self.params
-        ] if cfg.optimizer == "adam" else None
+        self.adam = (
+            [[np.zeros_like(p) for p in (w, b, w, b)] for w, b in self.params]
+            if cfg.optimizer == "adam"
+            else None
+        )
         self.t = 0
         self.rng = np.random.default_rng(0)
         self.buffers: dict[int, list[np.ndarray]] = {}
@@ -276,9 +279,15 @@ def run_sklearn(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]
     from sklearn.neural_network import MLPClassifier
 
     model = MLPClassifier(
-        hidden_layer_sizes=cfg.sizes[1:-1], solver="sgd" if cfg.optimizer == "sgd" else "adam",
-        learning_rate_init=cfg.lr, batch_size=cfg.batch, momentum=0.0, nesterovs_momentum=False,
-        alpha=0.0, shuffle=True, random_state=0,
+        hidden_layer_sizes=cfg.sizes[1:-1],
+        solver="sgd" if cfg.optimizer == "sgd" else "adam",
+        learning_rate_init=cfg.lr,
+        batch_size=cfg.batch,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        shuffle=True,
+        random_state=0,
     )
     classes = np.arange(cfg.sizes[-1])
     warnings.filterwarnings("ignore")
@@ -365,8 +374,12 @@ def peak_memory(make: Callable[[], Callable[[], None]]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="*", default=["mnist", "wide", "tiny", "adam"], choices=list(CONFIGS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--configs", nargs="*", default=["mnist", "wide", "tiny", "adam"], choices=list(CONFIGS)
+    )
     parser.add_argument("--backend", default="numpy", help="xpnet backend (numpy on CPU, cupy on a GPU)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peers", nargs="*", default=["numpy-loop", "torch", "sklearn", "jax"])
@@ -386,19 +399,19 @@ def main() -> None:
         cfg = CONFIGS[name]
         X, y = make_data(cfg)
         makers: dict[str, Callable[[], Callable[[], None]]] = {
-            f"xpnet[{args.backend}]": lambda: run_xpnet(cfg, X, y, args.backend)
+            f"xpnet[{args.backend}]": functools.partial(run_xpnet, cfg, X, y, args.backend)
         }
         if "numpy-loop" in args.peers and not gpu:
-            makers["numpy-loop"] = lambda: run_handwritten(cfg, X, y)
+            makers["numpy-loop"] = functools.partial(run_handwritten, cfg, X, y)
         if "torch" in args.peers:
-            makers[f"torch-{torch_device}"] = lambda: run_torch(cfg, X, y, torch_device)
+            makers[f"torch-{torch_device}"] = functools.partial(run_torch, cfg, X, y, torch_device)
         if "sklearn" in args.peers and not gpu and cfg.name in ("mnist", "adam"):
-            makers["sklearn"] = lambda: run_sklearn(cfg, X, y)
+            makers["sklearn"] = functools.partial(run_sklearn, cfg, X, y)
         if "jax" in args.peers and not gpu:
             try:
                 import jax  # noqa: F401
 
-                makers["jax-jit"] = lambda: run_jax(cfg, X, y)
+                makers["jax-jit"] = functools.partial(run_jax, cfg, X, y)
             except ImportError:
                 pass
         runs = {label: make() for label, make in makers.items()}
@@ -416,6 +429,7 @@ def main() -> None:
                 if label in makers:
                     memory[label] = peak_memory(makers[label])
         work = cfg.epochs * (cfg.samples if name != "tiny" else 1)
+        steps = cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)
         unit = "steps/s" if name == "tiny" else "samples/s"
         ours = f"xpnet[{args.backend}]"
         base = statistics.median(times[ours])
@@ -425,18 +439,22 @@ def main() -> None:
             gflops = rate * flops_per_sample(cfg) * (cfg.batch if name == "tiny" else 1) / 1e9
             table.append(
                 {
-                    "config": name, "framework": label, unit: rate, "median_s": med,
+                    "config": name,
+                    "framework": label,
+                    unit: rate,
+                    "median_s": med,
                     "spread": f"{min(values):.3f}-{max(values):.3f}",
-                    "xpnet_speedup": med / base, "peak_fraction": gflops / peak,
+                    "xpnet_speedup": med / base,
+                    "peak_fraction": gflops / peak,
                     "mem_mib": memory.get(label),
-                    "us_per_step": med / (cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)) * 1e6,
+                    "us_per_step": med / steps * 1e6,
                 }
             )
             print(json.dumps({"config": name, "framework": label, "median_rate": rate, "unit": unit}))
     print()
     print(f"float32; matmul peak {peak:.0f} GFLOP/s; medians of {args.repeats} interleaved repeats")
     print()
-    print("| config | framework | rate | µs/step | xpnet is N× faster | % of matmul peak | peak MiB |")
+    print("| config | framework | rate | µs/step | xpnet is N x faster | % of matmul peak | peak MiB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in table:
         unit = "steps/s" if row["config"] == "tiny" else "samples/s"

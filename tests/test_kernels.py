@@ -60,3 +60,25 @@ def test_dense_backward_with_and_without_overwrite_agree(backend, f64, activatio
     np.testing.assert_allclose(fast, kept, rtol=1e-14)
     for key, value in grads.items():
         np.testing.assert_allclose(xn.to_numpy(layer.grads[key]), value, rtol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(3,), (5, 4), (3000, 40)])
+def test_blocked_subtract_matches_plain(shape):
+    rng = np.random.default_rng(5)
+    param, delta = rng.normal(size=shape).astype(np.float32), rng.normal(size=shape).astype(np.float32)
+    expected = param - np.float32(0.1) * delta
+    assert kernels.subtract_scaled(param, 0.1, delta)
+    np.testing.assert_allclose(param, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_divide_into_writes_the_denominator():
+    numerator, denominator = np.array([1.0, 4.0]), np.array([2.0, 8.0])
+    out = kernels.divide_into(numerator, denominator)
+    assert out is denominator and list(out) == [0.5, 0.5] and list(numerator) == [1.0, 4.0]
+
+
+def test_optimizer_kernels_only_for_numpy(backend, f64):
+    a, b = f64(np.ones(3)), f64(np.ones(3))
+    expected = backend.name == "numpy"
+    assert kernels.subtract_scaled(a, 0.5, b) is expected
+    assert (kernels.divide_into(a, b) is not None) is expected

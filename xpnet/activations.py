@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._names import lookup
+
 Array = Any
 Forward = Callable[[Array, Any], Array]
 Backward = Callable[[Array, Array, Array, Any], Array]
@@ -195,7 +197,4 @@ def get_activation(name: str | None) -> ActivationFunction:
     ValueError
         For an unknown name, listing the valid ones.
     """
-    key = "linear" if name is None else str(name).lower()
-    if key not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid names: {[None, *ACTIVATIONS]}")
-    return ACTIVATIONS[key]
+    return lookup("activation", ACTIVATIONS, "linear" if name is None else name, extra=(None,))

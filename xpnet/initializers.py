@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._names import lookup
+
 Initializer = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 
 
@@ -69,6 +71,4 @@ def get_initializer(name: str | Initializer) -> Initializer:
     """Look up an initializer by name, or return a callable unchanged."""
     if callable(name):
         return name
-    if name not in INITIALIZERS:
-        raise ValueError(f"unknown initializer {name!r}; valid names: {list(INITIALIZERS)}")
-    return INITIALIZERS[name]
+    return lookup("initializer", INITIALIZERS, name)

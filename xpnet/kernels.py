@@ -49,3 +49,27 @@ def activation_backward(name: str, y: Array, dy: Array) -> Array | None:
         np.subtract(1.0, slope, out=slope)
         return np.multiply(dy, slope, out=dy)
     return np.multiply(dy, np.where(y > 0, 1.0, LEAKY_RELU_SLOPE).astype(dy.dtype), out=dy)
+
+
+_BLOCK_ELEMENTS = 16384  # 64 KiB of float32: the temporary of one block stays in cache
+
+
+def subtract_scaled(param: Array, scale: float, delta: Array) -> bool:
+    """``param -= scale * delta`` in row blocks, so the temporary is small; False if not NumPy."""
+    if not (_numpy(param) and type(delta) is np.ndarray) or param.ndim == 0:
+        return False
+    if param.size <= _BLOCK_ELEMENTS:
+        param -= scale * delta
+        return True
+    rows = max(1, _BLOCK_ELEMENTS // max(1, param.size // param.shape[0]))
+    for start in range(0, param.shape[0], rows):
+        block = slice(start, start + rows)
+        param[block] -= scale * delta[block]
+    return True
+
+
+def divide_into(numerator: Array, denominator: Array) -> Array | None:
+    """``numerator / denominator`` written into ``denominator`` (NumPy), else None."""
+    if not (_numpy(denominator) and type(numerator) is np.ndarray):
+        return None
+    return np.divide(numerator, denominator, out=denominator)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from ._names import lookup
 from .activations import log_softmax, sigmoid, softmax
 from .backend import device_of, namespace_of
 
@@ -176,7 +177,4 @@ def get_loss(name: str | Loss) -> Loss:
     """
     if isinstance(name, Loss):
         return name
-    key = str(name).lower()
-    if key not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; valid names: {list(LOSSES)}")
-    return LOSSES[key]()
+    return lookup("loss", LOSSES, name)()

@@ -16,6 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from . import kernels
+from ._names import lookup
 from .backend import Backend
 
 Array = Any
@@ -40,11 +42,12 @@ def _blend(a: Array, alpha: float, b: Array, beta: float, inplace: bool) -> Arra
     return a
 
 
-def _minus(param: Array, delta: Array, inplace: bool) -> Array:
-    """``param - delta``, written into ``param`` when ``inplace``."""
+def _step(param: Array, scale: float, direction: Array, inplace: bool) -> Array:
+    """``param - scale * direction``, written into ``param`` when ``inplace``."""
     if not inplace:
-        return param - delta
-    param -= delta
+        return param - scale * direction
+    if not kernels.subtract_scaled(param, scale, direction):
+        param -= scale * direction
     return param
 
 
@@ -62,6 +65,8 @@ class Optimizer(ABC):
     """
 
     name = ""
+    hyper_parameters: tuple[str, ...] = ("learning_rate", "weight_decay")
+    """Constructor arguments, saved with checkpoints by :meth:`get_config`."""
 
     def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
         self.learning_rate = _check("learning_rate", learning_rate)
@@ -71,7 +76,7 @@ class Optimizer(ABC):
 
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters that rebuild this optimizer."""
-        return {"learning_rate": self.learning_rate, "weight_decay": self.weight_decay}
+        return {key: getattr(self, key) for key in self.hyper_parameters}
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -139,6 +144,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    hyper_parameters = ("learning_rate", "momentum", "nesterov", "weight_decay", "dampening")
 
     def __init__(
         self,
@@ -155,14 +161,6 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "momentum": self.momentum,
-            "nesterov": self.nesterov,
-            "dampening": self.dampening,
-        }
-
     def update(
         self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
     ) -> tuple[Array, State]:
@@ -175,7 +173,7 @@ class SGD(Optimizer):
                 buf = _blend(buf, self.momentum, g, 1.0 - self.dampening, inplace)
             state = {"momentum": buf}
             g = g + self.momentum * buf if self.nesterov else buf
-        return _minus(param, self.learning_rate * g, inplace), state
+        return _step(param, self.learning_rate, g, inplace), state
 
 
 class Adam(Optimizer):
@@ -188,6 +186,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    hyper_parameters = ("learning_rate", "beta1", "beta2", "eps", "weight_decay")
     decoupled = False
 
     def __init__(
@@ -202,14 +201,6 @@ class Adam(Optimizer):
         self.beta1 = _check("beta1", beta1, high=1.0)
         self.beta2 = _check("beta2", beta2, high=1.0)
         self.eps = _check("eps", eps)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "beta1": self.beta1,
-            "beta2": self.beta2,
-            "eps": self.eps,
-        }
 
     def update(
         self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
@@ -230,8 +221,11 @@ class Adam(Optimizer):
         v = (1.0 - b2) * (g * g) if v is None else _blend(v, b2, g * g, 1.0 - b2, inplace)
         t = self.iterations
         step_size = self.learning_rate / (1.0 - b1**t)
-        denom = xp.sqrt(v) / math.sqrt(1.0 - b2**t) + self.eps
-        return _minus(param, step_size * (m / denom), inplace), {"exp_avg": m, "exp_avg_sq": v}
+        denom = _blend(xp.sqrt(v), 1.0 / math.sqrt(1.0 - b2**t), 1.0, self.eps, inplace)
+        ratio = kernels.divide_into(m, denom) if inplace else None
+        if ratio is None:
+            ratio = m / denom
+        return _step(param, step_size, ratio, inplace), {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
@@ -255,6 +249,7 @@ class RMSprop(Optimizer):
     """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered)."""
 
     name = "rmsprop"
+    hyper_parameters = ("learning_rate", "alpha", "eps", "momentum", "weight_decay", "centered")
 
     def __init__(
         self,
@@ -270,15 +265,6 @@ class RMSprop(Optimizer):
         self.eps = _check("eps", eps)
         self.momentum = _check("momentum", momentum)
         self.centered = bool(centered)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "alpha": self.alpha,
-            "eps": self.eps,
-            "momentum": self.momentum,
-            "centered": self.centered,
-        }
 
     def update(
         self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
@@ -299,8 +285,8 @@ class RMSprop(Optimizer):
             buf = state.get("momentum_buffer")
             buf = g / avg if buf is None else _blend(buf, self.momentum, g / avg, 1.0, inplace)
             new_state["momentum_buffer"] = buf
-            return _minus(param, self.learning_rate * buf, inplace), new_state
-        return _minus(param, self.learning_rate * (g / avg), inplace), new_state
+            return _step(param, self.learning_rate, buf, inplace), new_state
+        return _step(param, self.learning_rate, g / avg, inplace), new_state
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {
@@ -323,7 +309,4 @@ def get_optimizer(name: str | Optimizer, **kwargs: Any) -> Optimizer:
     """
     if isinstance(name, Optimizer):
         return name
-    key = str(name).lower()
-    if key not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid names: {list(OPTIMIZERS)}")
-    return OPTIMIZERS[key](**kwargs)
+    return lookup("optimizer", OPTIMIZERS, name)(**kwargs)
