@@ -306,7 +306,6 @@ class Network:
             value, grad = loss.fused(logits, out, y, xp=xp)
             return value, grad, out, True
         # Any other final activation: the outputs are logits, as torch takes them.
-        assert loss.output_activation is not None
         prob = get_activation(loss.output_activation).forward(out, xp)
         value, grad = loss.fused(out, prob, y, xp=xp)
         return value, grad, prob, False
