@@ -6,6 +6,7 @@ runs the GPU session (it skips, and passes, where no CUDA device exists).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
@@ -20,7 +21,7 @@ BACKENDS = {
     "array_api_strict": ["array-api-strict"],
     "torch": ["torch==2.13.0"],
     "jax": ["jax"],
-    "cupy": ["cupy-cuda12x"],
+    "cupy": [os.environ.get("XPNET_CUPY_PACKAGE", "cupy-cuda12x")],  # cupy-cuda13x for CUDA 13
 }
 # Reference implementations the tests compare against, on every backend.
 REFERENCES = ["torch==2.13.0"]

@@ -76,7 +76,9 @@ def run_xpnet(
     X_train, X_test, y_train, y_test = data
     classes = int(y_train.max()) + 1
     net = xn.Network(
-        [xn.Dense(HIDDEN, "relu", weight_init=init), xn.Dense(classes, "softmax", weight_init=init)],
+        [xn.Dense(HIDDEN, "relu", weight_init=init), xn.Dense(classes, "softmax", weight_init=init)]
+        if init != "xpnet"
+        else [xn.Dense(HIDDEN, "relu"), xn.Dense(classes, "softmax")],
         loss="cross_entropy",
         optimizer=xn.Adam(LEARNING_RATE),
         backend=backend,
@@ -105,8 +107,8 @@ def main() -> None:
     parser.add_argument(
         "--init",
         default="glorot_uniform",
-        help="xpnet weight initializer; scikit-learn draws Glorot uniform (default), "
-        "xpnet's own default for ReLU is he_uniform",
+        help="xpnet weight initializer for every layer; scikit-learn draws Glorot uniform "
+        "(the default); 'xpnet' keeps xpnet's own defaults (He uniform for ReLU layers)",
     )
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     args = parser.parse_args()

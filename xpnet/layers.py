@@ -174,7 +174,7 @@ class Dense(Layer):
             expected = tuple("in_features" if s is None else s for s in shape)
             raise ValueError(f"Dense.{name} must have shape {expected}, got {host_shape}")
         if self.backend is None:
-            self._pending[name] = np.array(to_numpy(value), dtype=np.float64)
+            self._pending[name] = np.array(to_numpy(value), copy=True)
             if name == "weight":
                 self.in_features = host_shape[0]
         else:
@@ -245,6 +245,7 @@ class Dense(Layer):
         passes it for arrays it made itself).
         """
         xp = self._backend().xp
+        self.grads = {}  # let the previous step's gradients go before new ones are made
         dz = dy
         name = self.activation.name
         if through_activation and name != "linear":
