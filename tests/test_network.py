@@ -365,3 +365,14 @@ def test_network_pickles_with_its_backend(backend):
     again = pickle.loads(pickle.dumps(net))
     assert again.backend == backend
     np.testing.assert_array_equal(xn.to_numpy(again.predict(XOR_X)), xn.to_numpy(net.predict(XOR_X)))
+
+
+def test_moving_never_shares_memory_with_the_old_backend(backend):
+    net = _xor_net(backend, 0)
+    net.fit(XOR_X, XOR_Y, epochs=1, batch_size=4, verbose=0)
+    old = [xn.to_numpy(p).copy() for p in net.layers[0].params.values()]
+    old_arrays = list(net.layers[0].params.values())
+    net.to("numpy")
+    net.fit(XOR_X, XOR_Y, epochs=3, batch_size=4, verbose=0)
+    for before, array in zip(old, old_arrays):
+        np.testing.assert_array_equal(xn.to_numpy(array), before)

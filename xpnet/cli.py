@@ -322,32 +322,34 @@ def build_parser() -> argparse.ArgumentParser:
     device_options(train)
     train.set_defaults(run=cmd_train)
 
-    evaluate = sub.add_parser(
+    def model_command(name: str, help_text: str, example: str, data_help: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(
+            name,
+            help=help_text,
+            epilog=f"example:\n  {example}\n",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_argument("model", metavar="MODEL", help="a model file written by xpnet train")
+        command.add_argument("data", metavar="DATA", help=data_help)
+        device_options(command)
+        return command
+
+    evaluate = model_command(
         "evaluate",
-        help="report a saved model's loss and accuracy on labelled data",
-        epilog="example:\n  xpnet evaluate model.safetensors test.csv --target outcome\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "report a saved model's loss and accuracy on labelled data",
+        "xpnet evaluate model.safetensors test.csv --target outcome",
+        "CSV with the feature and target columns, or a built-in dataset",
     )
-    evaluate.add_argument("model", metavar="MODEL")
-    evaluate.add_argument("data", metavar="DATA")
     evaluate.add_argument("--target", help="target column (default: the one the model was trained on)")
-    device_options(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
 
-    predict = sub.add_parser(
+    predict = model_command(
         "predict",
-        help="write a saved model's predictions as CSV",
-        epilog="example:\n  xpnet predict model.safetensors new.csv --out predictions.csv\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    predict.add_argument("model", metavar="MODEL")
-    predict.add_argument(
-        "data",
-        metavar="DATA",
-        help="CSV with the model's feature columns (a target column is ignored)",
+        "write a saved model's predictions as CSV",
+        "xpnet predict model.safetensors new.csv --out predictions.csv",
+        "CSV with the model's feature columns (a target column is ignored)",
     )
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
-    device_options(predict)
     predict.set_defaults(run=cmd_predict)
 
     backends = sub.add_parser("backends", help="list the backends usable here, with their devices")

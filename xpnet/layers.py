@@ -66,7 +66,8 @@ class Layer:
     def to(self, backend: Backend) -> None:
         """Move parameters to ``backend``; cached activations are dropped."""
         self.backend = backend
-        self.params = {k: backend.asarray(v, self.dtype) for k, v in self.params.items()}
+        # Copies: torch's .numpy() and friends share memory, and updates are in place.
+        self.params = {k: backend.asarray(v, self.dtype, copy=True) for k, v in self.params.items()}
         self.grads = {}
 
     def forward(self, x: Array, training: bool = False) -> Array:

@@ -125,7 +125,8 @@ class Optimizer(ABC):
     def to(self, backend: Backend) -> None:
         """Move the state arrays to ``backend``."""
         self.state = {
-            key: {k: backend.asarray(v) for k, v in entry.items()} for key, entry in self.state.items()
+            key: {k: backend.asarray(v, copy=True) for k, v in entry.items()}
+            for key, entry in self.state.items()
         }
 
     def _decayed(self, param: Array, grad: Array) -> Array:
