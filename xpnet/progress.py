@@ -103,8 +103,9 @@ class Progress:
             self._bar = None
             return
         seconds = time.perf_counter() - self._started
+        took = f"{seconds:.2f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
         print(
-            f"Epoch {self._epoch + 1}/{self.last_epoch} - {seconds:.2f}s - {format_logs(logs)}",
+            f"Epoch {self._epoch + 1}/{self.last_epoch} - {took} - {format_logs(logs)}",
             file=self.file,
             flush=True,
         )
