@@ -103,7 +103,7 @@ def test_backends_lists_every_known_backend(tmp_path):
 
 def test_help_shows_examples(tmp_path):
     assert "examples:" in run("--help", cwd=tmp_path).stdout
-    for command in ("train", "evaluate", "predict"):
+    for command in ("train", "evaluate", "predict", "backends"):
         assert "example" in run(command, "--help", cwd=tmp_path).stdout
 
 

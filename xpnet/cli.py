@@ -352,7 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="CSV file to write (default: standard output)")
     predict.set_defaults(run=cmd_predict)
 
-    backends = sub.add_parser("backends", help="list the backends usable here, with their devices")
+    backends = sub.add_parser(
+        "backends",
+        help="list the backends usable here, with their devices",
+        epilog="example:\n  xpnet backends\n  XPNET_BACKEND=torch xpnet train digits   # then pick one\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     backends.set_defaults(run=cmd_backends)
     return parser
 
