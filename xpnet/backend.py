@@ -129,10 +129,6 @@ class Backend:
         """Whether this backend's arrays support in-place updates (all but JAX)."""
         return self.name != "jax"
 
-    def is_writeable(self, x: Array) -> bool:
-        """Whether ``x`` may be updated in place (false for JAX)."""
-        return bool(aac.is_writeable_array(x))
-
 
 def to_numpy(array: Any) -> np.ndarray:
     """Return ``array`` of any backend (or a list, scalar or DataFrame) as a NumPy array.

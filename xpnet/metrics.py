@@ -27,8 +27,3 @@ def prediction_count(y_prob: Array, *, binary: bool) -> int:
     if binary:
         return int(y_prob.shape[0] * (y_prob.shape[1] if y_prob.ndim > 1 else 1))
     return int(y_prob.shape[0])
-
-
-def accuracy(y_prob: Array, y_true: Array, xp: Any, *, binary: bool) -> float:
-    """Fraction of correct predictions (see :func:`correct_count`)."""
-    return float(correct_count(y_prob, y_true, xp, binary=binary)) / prediction_count(y_prob, binary=binary)

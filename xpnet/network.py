@@ -156,7 +156,7 @@ class Network:
             raise ValueError(f"expected {len(slots)} weight arrays, got {len(weights)}")
         for (layer, name), value in zip(slots, weights):
             current = layer.params[name]
-            shape = tuple(np.shape(to_numpy(value)))
+            shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
             if shape != tuple(current.shape):
                 raise ValueError(
                     f"{type(layer).__name__} {name} must have shape {tuple(current.shape)}, got {shape}"
