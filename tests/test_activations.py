@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 from conftest import numerical_gradient
+from xpnet.activations import ACTIVATIONS, erf, erfc, get_activation, sigmoid, softplus
 
 import xpnet as xn
-from xpnet.activations import ACTIVATIONS, erf, erfc, get_activation, sigmoid, softplus
 
 NAMES = sorted(ACTIVATIONS)
 

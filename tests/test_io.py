@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-import xpnet.io as xio
+import xpnet.checkpoint as xio
 
 pytest.importorskip("safetensors")
 

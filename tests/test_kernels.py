@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from xpnet.activations import get_activation
 
 import xpnet as xn
 from xpnet import kernels
-from xpnet.activations import get_activation
 
 
 @pytest.mark.parametrize("name", sorted(kernels.FUSED_IN_PLACE))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import numerical_gradient
-
-import xpnet as xn
 from xpnet.activations import sigmoid, softmax
 from xpnet.losses import get_loss
+
+import xpnet as xn
 
 RNG = np.random.default_rng(11)
 LOGITS = RNG.normal(0.0, 2.0, size=(5, 3))

@@ -6,9 +6,9 @@ import io
 
 import numpy as np
 import pytest
+from xpnet.progress import Progress, format_logs
 
 import xpnet as xn
-from xpnet.progress import Progress, format_logs
 
 X = np.random.default_rng(0).normal(size=(40, 2))
 Y = (X[:, 0] > 0).astype(int)

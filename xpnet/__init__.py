@@ -4,7 +4,6 @@ The same layers, losses and optimizers train on NumPy, CuPy, PyTorch, JAX and
 array-api-strict; the backend is chosen per network.
 """
 
-from .activations import ACTIVATIONS
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -13,29 +12,27 @@ from .backend import (
     get_backend,
     to_numpy,
 )
-from .callbacks import (
-    Callback,
-    CSVLogger,
-    EarlyStopping,
-    LearningRateScheduler,
-    ModelCheckpoint,
-    TerminateOnNaN,
-    cosine_decay,
-    exponential_decay,
-    step_decay,
-)
-from .history import History
-from .io import load
-from .layers import Activation, Dense, Dropout, Layer
-from .losses import (
+from .nn.activations import ACTIVATIONS
+from .nn.layers import Activation, Dense, Dropout, Layer
+from .nn.losses import (
     BinaryCrossentropy,
     CategoricalCrossentropy,
     Loss,
     MeanSquaredError,
     get_loss,
 )
-from .network import Network
-from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
+from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
+from .optim.schedules import cosine_decay, exponential_decay, step_decay
+from .train.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    TerminateOnNaN,
+)
+from .train.history import History
+from .train.network import Network, load
 
 __version__ = "0.1.0"
 
@@ -75,3 +72,28 @@ __all__ = [
     "step_decay",
     "to_numpy",
 ]
+
+
+def _keep_old_module_paths() -> None:
+    """Make the module paths of xpnet 0.1's flat layout (``xpnet.layers``, ...) keep importing."""
+    import importlib
+    import sys
+
+    moved = {
+        "activations": "nn.activations",
+        "initializers": "nn.initializers",
+        "layers": "nn.layers",
+        "losses": "nn.losses",
+        "metrics": "nn.metrics",
+        "optimizers": "optim.optimizers",
+        "callbacks": "train.callbacks",
+        "history": "train.history",
+        "network": "train.network",
+        "progress": "train.progress",
+        "kernels": "backend.numpy_kernels",
+    }
+    for old, new in moved.items():
+        sys.modules.setdefault(f"{__name__}.{old}", importlib.import_module(f"{__name__}.{new}"))
+
+
+_keep_old_module_paths()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .backend import BackendUnavailableError, describe_backends, to_numpy
+from .checkpoint import atomic_write_bytes
 from .data import (
     BUILTIN_DATASETS,
     Dataset,
@@ -21,10 +22,9 @@ from .data import (
     standardization,
     train_test_split,
 )
-from .io import atomic_write_bytes, load
-from .layers import Dense
-from .network import Network
-from .optimizers import OPTIMIZERS, get_optimizer
+from .nn.layers import Dense
+from .optim.optimizers import OPTIMIZERS, get_optimizer
+from .train.network import Network, load
 
 EXAMPLES = """examples:
   xpnet train digits                          # built-in data, held-out accuracy, model.safetensors

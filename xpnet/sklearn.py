@@ -17,9 +17,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .backend import to_numpy
-from .layers import Dense
-from .network import Network
-from .optimizers import get_optimizer
+from .nn.layers import Dense
+from .optim.optimizers import get_optimizer
+from .train.network import Network
 
 
 def _seed(random_state: Any) -> int | None:

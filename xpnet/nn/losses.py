@@ -12,9 +12,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ._names import lookup
+from .._names import lookup
+from ..backend import device_of, namespace_of
 from .activations import log_softmax, sigmoid, softmax
-from .backend import device_of, namespace_of
 
 Array = Any
 _LOG_FLOOR = -100.0  # torch.nn.BCELoss clamps log(p) here so a p of 0 gives a finite loss

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._names import lookup
+from .._names import lookup
 
 Array = Any
 Forward = Callable[[Array, Any], Array]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ._names import lookup
+from .._names import lookup
 
 Initializer = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .activations import LEAKY_RELU_SLOPE
+from ..nn.activations import LEAKY_RELU_SLOPE
 
 Array = Any
 FUSED_IN_PLACE = frozenset({"relu", "leaky_relu", "tanh"})

@@ -8,14 +8,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from .activations import get_activation
-from .backend import Array, Backend, get_backend, to_numpy
+from .. import checkpoint
+from ..backend import Array, Backend, get_backend, to_numpy
+from ..nn.activations import get_activation
+from ..nn.layers import Activation, Dense, Layer
+from ..nn.losses import CategoricalCrossentropy, CrossEntropy, Loss, get_loss
+from ..nn.metrics import correct_count, prediction_count
+from ..optim.optimizers import Optimizer, get_optimizer
+from . import serialize
 from .callbacks import TerminateOnNaN
 from .history import History
-from .layers import Activation, Dense, Layer
-from .losses import CategoricalCrossentropy, CrossEntropy, Loss, get_loss
-from .metrics import correct_count, prediction_count
-from .optimizers import Optimizer, get_optimizer
 from .progress import Progress
 
 
@@ -508,10 +510,24 @@ class Network:
         return result
 
     def save(self, path: Any) -> None:
-        """Write the network to a safetensors checkpoint (see :func:`xpnet.io.save`)."""
-        from .io import save  # io builds networks, so it imports this module
+        """Write the network to a safetensors checkpoint, atomically (see :func:`load`)."""
+        checkpoint.write(path, *self.state())
 
-        save(self, path)
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Everything a checkpoint holds: tensors by name and metadata strings."""
+        return serialize.state_of(self)
+
+    @classmethod
+    def from_state(
+        cls,
+        metadata: dict[str, str],
+        tensors: dict[str, np.ndarray],
+        *,
+        backend: Any = None,
+        device: Any = None,
+    ) -> Network:
+        """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent)."""
+        return serialize.restore(cls, metadata, tensors, backend, device)
 
     def __repr__(self) -> str:
         return (
@@ -534,3 +550,30 @@ def _call(callbacks: list[Any], hook: str, *args: Any) -> None:
         method = getattr(callback, hook, None)
         if method is not None:
             method(*args)
+
+
+def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None) -> Network:
+    """Read a network written by :meth:`Network.save`, onto any backend.
+
+    Parameters
+    ----------
+    path : str or Path
+        The checkpoint.
+    backend, device : optional
+        Where to put the network; ``None`` uses the default selection
+        (``$XPNET_BACKEND``, else auto), not the backend it was saved from.
+    max_bytes : int, optional
+        Refuse files larger than this.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is corrupt, truncated, oversized or not an xpnet model.
+    """
+    metadata, tensors = checkpoint.read(path, max_bytes=max_bytes)
+    try:
+        return Network.from_state(metadata, tensors, backend=backend, device=device)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc

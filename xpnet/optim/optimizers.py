@@ -16,9 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from . import kernels
-from ._names import lookup
-from .backend import Backend
+from .._names import lookup
+from ..backend import Backend
+from ..backend import numpy_kernels as kernels
 
 Array = Any
 State = dict[str, Array]

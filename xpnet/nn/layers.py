@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from . import kernels
+from ..backend import Backend, to_numpy
+from ..backend import numpy_kernels as kernels
 from .activations import RELU_FAMILY, get_activation
-from .backend import Backend, to_numpy
 from .initializers import Initializer, get_initializer
 
 Array = Any

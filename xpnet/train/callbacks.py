@@ -187,26 +187,6 @@ class ModelCheckpoint(Callback):
         self.saved.append(target)
 
 
-def step_decay(initial: float, drop: float = 0.5, every: int = 10) -> Callable[[int], float]:
-    """Schedule ``initial * drop ** (epoch // every)``."""
-    return lambda epoch: initial * drop ** (epoch // every)
-
-
-def exponential_decay(initial: float, rate: float = 0.96) -> Callable[[int], float]:
-    """Schedule ``initial * rate ** epoch``."""
-    return lambda epoch: initial * rate**epoch
-
-
-def cosine_decay(initial: float, epochs: int, minimum: float = 0.0) -> Callable[[int], float]:
-    """Half a cosine from ``initial`` at epoch 0 to ``minimum`` at ``epochs`` (then flat)."""
-
-    def schedule(epoch: int) -> float:
-        progress = min(epoch, epochs) / epochs
-        return minimum + 0.5 * (initial - minimum) * (1.0 + math.cos(math.pi * progress))
-
-    return schedule
-
-
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate before each epoch from ``schedule(epoch)``.
 

@@ -1,0 +1,32 @@
+"""Floor 1: array backends, their fast kernels, and how each runs a training step.
+
+Only this package imports array-api-compat or an array library.
+"""
+
+from .registry import (
+    BACKEND_NAMES,
+    FLOAT_DTYPES,
+    Array,
+    Backend,
+    BackendUnavailableError,
+    available_backends,
+    describe_backends,
+    device_of,
+    get_backend,
+    namespace_of,
+    to_numpy,
+)
+
+__all__ = [
+    "BACKEND_NAMES",
+    "FLOAT_DTYPES",
+    "Array",
+    "Backend",
+    "BackendUnavailableError",
+    "available_backends",
+    "describe_backends",
+    "device_of",
+    "get_backend",
+    "namespace_of",
+    "to_numpy",
+]
