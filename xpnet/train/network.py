@@ -15,16 +15,10 @@ from ..nn.layers import Activation, Dense, Layer
 from ..nn.losses import CategoricalCrossentropy, CrossEntropy, Loss, get_loss
 from ..nn.metrics import correct_count, prediction_count
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import serialize
+from . import inputs, serialize
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class Network:
@@ -128,7 +122,7 @@ class Network:
 
     def build(self, in_features: int) -> None:
         """Create every layer's parameters for ``in_features`` inputs (seeded)."""
-        n = _positive_int("in_features", in_features)
+        n = inputs.positive_int("in_features", in_features)
         for layer in self.layers:
             if not layer.built:
                 layer.build(n, self.backend, self.dtype, self.rng)
@@ -205,89 +199,6 @@ class Network:
         if print_fn is not None:
             print_fn(text)
         return text
-
-    # -- input checks ----------------------------------------------------------------
-
-    def _features(self, X: Any, name: str = "X") -> Array:
-        if X is None:
-            raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
-        if hasattr(X, "dtypes") and hasattr(X, "columns"):
-            bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
-            if bad:
-                raise ValueError(f"{name} has non-numeric columns {bad}; encode them as numbers first")
-        try:
-            x = self.backend.asarray(X, self.dtype)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be numeric, of shape (samples, features): {exc}") from exc
-        if x.ndim != 2:
-            hint = "; use X.reshape(-1, 1) for a single feature" if x.ndim == 1 else ""
-            raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(x.shape)}{hint}")
-        if x.shape[0] == 0:
-            raise ValueError(f"{name} is empty: it has no samples")
-        if not self.built:
-            self.build(int(x.shape[1]))
-        if x.shape[1] != self.in_features:
-            raise ValueError(f"{name} has {x.shape[1]} features, but the network expects {self.in_features}")
-        self._check_finite(x, name)
-        return self._scaled(x)
-
-    def _scaled(self, x: Array) -> Array:
-        """Apply ``input_scaling`` (``(x - mean) / scale``), if the network has one."""
-        if not self.input_scaling:
-            return x
-        mean = self.backend.asarray(np.asarray(self.input_scaling["mean"]), self.dtype)
-        scale = self.backend.asarray(np.asarray(self.input_scaling["scale"]), self.dtype)
-        return (x - mean) / scale
-
-    def _check_finite(self, x: Array, name: str) -> None:
-        xp = self.backend.xp
-        # A finite sum proves every element finite without an input-sized mask.
-        if bool(xp.isfinite(xp.sum(x))) or bool(xp.all(xp.isfinite(x))):
-            return
-        rows = np.nonzero(~np.isfinite(to_numpy(x)).reshape(x.shape[0], -1).all(axis=1))[0]
-        raise ValueError(
-            f"{name} contains NaN or infinity (first at row {int(rows[0])}); remove or impute those values"
-        )
-
-    def _targets(self, y: Any, n: int, name: str = "y") -> Array:
-        """Targets on the device, shaped like the outputs (one-hot for categorical)."""
-        if y is None:
-            raise ValueError(f"{name} is None; expected one target per sample")
-        xp = self.backend.xp
-        try:
-            t = self.backend.asarray(y)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must be numeric: {exc}") from exc
-        if t.ndim == 0 or t.shape[0] != n:
-            got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} samples"
-            raise ValueError(f"X has {n} samples but {name} has {got}")
-        k = self.out_features
-        if isinstance(self.loss, CategoricalCrossentropy) and t.ndim == 1:
-            # Integer labels stay labels: each batch is one-hot encoded when it is used.
-            if not _is_integer(t, xp):
-                t = self.backend.asarray(t, self.dtype)
-                self._check_finite(t, name)
-                if not bool(xp.all(t == xp.round(t))):
-                    raise ValueError(f"{name} must hold integer class labels 0..{k - 1}")
-            lo, hi = int(xp.min(t)), int(xp.max(t))
-            if lo < 0 or hi >= k:
-                bad = lo if lo < 0 else hi
-                raise ValueError(
-                    f"{name} has label {bad}, but the network has {k} outputs: labels must be in [0, {k})"
-                )
-            return t if _is_integer(t, xp) else xp.astype(t, xp.int32)
-        t = self.backend.asarray(t, self.dtype)
-        if t.ndim == 1:
-            t = xp.reshape(t, (-1, 1))
-        if t.ndim != 2 or t.shape[1] != k:
-            raise ValueError(
-                f"{name} must have shape ({n},) or ({n}, {k}) for a network with {k} outputs, "
-                f"got {tuple(t.shape)}"
-            )
-        self._check_finite(t, name)
-        if self._classification and not bool(xp.all((t >= 0) & (t <= 1))):
-            raise ValueError(f"{name} must hold targets in [0, 1] for {self.loss.name}")
-        return t
 
     # -- training ----------------------------------------------------------------------
 
@@ -390,15 +301,15 @@ class Network:
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        batch_size = _positive_int("batch_size", batch_size)
-        x = self._features(X)
-        t = self._targets(y, int(x.shape[0]))
+        batch_size = inputs.positive_int("batch_size", batch_size)
+        x = inputs.features(self, X)
+        t = inputs.targets(self, y, int(x.shape[0]))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val)")
-            xv = self._features(validation_data[0], "validation X")
-            val = (xv, self._targets(validation_data[1], int(xv.shape[0]), "validation y"))
+            xv = inputs.features(self, validation_data[0], "validation X")
+            val = (xv, inputs.targets(self, validation_data[1], int(xv.shape[0]), "validation y"))
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
@@ -464,13 +375,13 @@ class Network:
         With a final sigmoid/softmax these are probabilities; with a linear
         output and a cross-entropy loss they are logits.
         """
-        x = self._features(X)
+        x = inputs.features(self, X)
         return self._predict(x, batch_size)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
             return self._forward(x, training=False)
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = inputs.positive_int("batch_size", batch_size)
         n = int(x.shape[0])
         parts = [
             self._forward(x[i : min(i + batch_size, n), ...], training=False) for i in range(0, n, batch_size)
@@ -488,13 +399,13 @@ class Network:
 
     def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
-        x = self._features(X)
-        return self._evaluate(x, self._targets(y, int(x.shape[0])), batch_size)
+        x = inputs.features(self, X)
+        return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
 
     def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
         xp = self.backend.xp
         n = int(x.shape[0])
-        size = n if batch_size is None else _positive_int("batch_size", batch_size)
+        size = n if batch_size is None else inputs.positive_int("batch_size", batch_size)
         total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         for i in range(0, n, size):
@@ -539,10 +450,6 @@ class Network:
 def _running_loss(total: Array, seen: int) -> Any:
     """The progress bar's reader of the mean loss so far (a device read, so called rarely)."""
     return lambda: {"loss": float(total) / seen}
-
-
-def _is_integer(t: Array, xp: Any) -> bool:
-    return bool(xp.isdtype(t.dtype, "integral"))
 
 
 def _call(callbacks: list[Any], hook: str, *args: Any) -> None:
