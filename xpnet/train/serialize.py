@@ -227,7 +227,10 @@ def _optimizer(spec: Any) -> Optimizer:
         optimizer = OPTIMIZERS[name](**config)
     except _BAD_CONFIG as exc:
         raise ValueError(f"the model's optimizer config {config!r} is invalid: {exc}") from None
-    optimizer.iterations = _natural(spec.get("iterations"), "optimizer iterations")
+    iterations = spec.get("iterations")
+    if isinstance(iterations, str):  # a JSON number is expected here, not text
+        raise ValueError(f"the model's optimizer iterations is {iterations!r}; expected an integer")
+    optimizer.iterations = _natural(iterations, "optimizer iterations")
     return optimizer
 
 
