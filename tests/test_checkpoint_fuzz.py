@@ -129,7 +129,13 @@ def _crafted(good):
 
     cases.append(("metadata list", _join({"__metadata__": [1]}, b""), "no xpnet metadata"))
     deep = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
-    cases.append(("nested 200k", _join(None, b"", raw=deep), "nested too deeply"))
+    cases.append(("nested 200k", _join(None, b"", raw=deep), "lists or objects"))
+    deep = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+    cases.append(("nested 50k", _join(None, b"", raw=deep), "nested too deeply"))
+    cases.append(("4 MiB of lists", _join(None, b"", raw=b"[" + b"[]," * 2**20 + b"0]"), "lists or objects"))
+    many = json.loads(json.dumps(header))
+    many["__metadata__"]["history"] = json.dumps({"epoch": [0] * 2_000_000, "history": {}})
+    cases.append(("2M values", _join(many, body), "values"))
     cases.append(("header size 2**63", struct.pack("<Q", 2**63) + b"{}", "oversized"))
     cases.append(("header past end", struct.pack("<Q", 1000) + b"{}", "truncated"))
     cases.append(("header not object", _join(None, b"", raw=b"[1, 2]"), "not a JSON object"))
@@ -147,7 +153,7 @@ def _crafted(good):
     with_meta("config not object", "config", layers=json.dumps([{"class": "Dense", "config": [8]}]))
     with_meta("layers empty", "non-empty", layers="[]")
     with_meta("layers not JSON", "not valid JSON", layers="[{")
-    with_meta("layers deep", "nested too deeply", layers="[" * 100_000 + "]" * 100_000)
+    with_meta("layers deep", "nested too deeply", layers="[" * 50_000 + "]" * 50_000)
     with_meta("layer class list", "unknown layer class", layers=json.dumps([{"class": ["Dense"]}]))
     with_meta("dtype", "dtype", dtype="int8")
     with_meta("loss unknown", "loss", loss="evil")
@@ -229,10 +235,14 @@ def _crafted(good):
     return cases
 
 
-def test_crafted_files_raise_value_error_cheaply(good, tmp_path, backend):
-    cases = _crafted(good)
-    assert len(cases) >= 50
-    for name, data, needle in cases:
+@pytest.fixture(scope="module")
+def crafted(good):
+    return _crafted(good)
+
+
+def test_crafted_files_raise_value_error_cheaply(crafted, tmp_path, backend):
+    assert len(crafted) >= 50
+    for name, data, needle in crafted:
         path = tmp_path / "crafted.safetensors"
         path.write_bytes(data)
         message = _refused_cheaply(path, backend)

@@ -58,6 +58,12 @@ DTYPES = {
 }
 """safetensors dtype codes this reader understands, as NumPy dtypes."""
 
+MAX_HEADER_VALUES = 1_000_000
+MAX_HEADER_CONTAINERS = 100_000
+"""Bounds on the JSON values (counted by commas) and lists/objects (by brackets) in a header,
+metadata strings included: parsed JSON takes up to ~25x its text, so these bound what a
+hostile header costs in memory (tens of MiB at most), far above any real checkpoint's."""
+
 STALE_SECONDS = 3600.0
 """Without file locks (Windows), a temporary older than this is taken as stale."""
 
@@ -238,7 +244,14 @@ def _header(stream: Any, path: Path, file_size: int) -> tuple[dict[str, str], Te
         raise ValueError(f"{path} is not an xpnet model: its header claims {size} bytes (oversized)")
     if 8 + size > file_size:
         raise ValueError(f"{path} is truncated: its header needs {size} bytes, the file has {file_size - 8}")
-    header = loads_json(stream.read(size), f"{path}: the header")
+    raw = stream.read(size)
+    values, containers = raw.count(b","), raw.count(b"[") + raw.count(b"{")
+    if values > MAX_HEADER_VALUES or containers > MAX_HEADER_CONTAINERS:
+        raise ValueError(
+            f"{path} is not an xpnet model: its header holds {values} values and {containers} "
+            f"lists or objects (at most {MAX_HEADER_VALUES} and {MAX_HEADER_CONTAINERS})"
+        )
+    header = loads_json(raw, f"{path}: the header")
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not an xpnet model: its header is not a JSON object")
     meta = header.pop("__metadata__", None)

@@ -70,15 +70,15 @@ class TerminateOnNaN(Callback):
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         loss = logs.get("loss", 0.0)
         if not math.isfinite(loss):
-            what = f"the training loss became {loss}"
+            what, detail = f"the training loss became {loss}", ""
         elif not parameters_finite(net):
-            what = "the network's parameters became NaN or infinite (the loss was still finite)"
+            what, detail = "the network's parameters became NaN or infinite", " (its loss was still finite)"
         else:
             return
         net.stop_training = True
         if self.raise_error:
             raise FloatingPointError(
-                f"{what} in epoch {epoch + 1}; training stopped "
+                f"{what} in epoch {epoch + 1}{detail}; training stopped "
                 "(network.history holds every epoch up to it). Try a smaller learning rate "
                 "or check the scale of the data."
             )

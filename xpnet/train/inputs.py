@@ -41,10 +41,10 @@ def numeric(net: Any, data: Any, name: str) -> Any:
     text (numeric strings too) and other objects are refused. Views with
     negative strides are copied, which torch cannot share.
     """
-    if net.backend.owns(data):
-        if not net.backend.xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
-            raise ValueError(f"{name} has dtype {data.dtype}; expected real numbers (bool, integer or float)")
-        return data
+    if net.backend.owns(data) and not isinstance(data, np.ndarray):
+        if net.backend.xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
+            return data
+        _real(to_numpy(data), name)  # raises, with the message host data get
     if type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy"):
         host = _pandas_numeric(data, name)
     else:
@@ -106,7 +106,8 @@ def features(net: Any, X: Any, name: str = "X") -> Array:
         raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
     source = numeric(net, X, name)
     try:
-        x = net.backend.asarray(source, net.dtype)
+        with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
+            x = net.backend.asarray(source, net.dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric, of shape (samples, features): {exc}") from exc
     if x.ndim != 2:
@@ -155,9 +156,16 @@ def check_size(layers: Any, in_features: int, dtype: str) -> None:
     have = available_memory()
     if have is not None and need > have:
         raise ValueError(
-            f"the network has {count:,} parameters and needs about {need / 2**30:.1f} GiB to build, "
-            f"but only {have / 2**30:.1f} GiB of memory is available; make its layers smaller"
+            f"the network has {count:,} parameters and needs about {_size(need)} to build, "
+            f"but only {_size(have)} of memory is available; make its layers smaller"
         )
+
+
+def _size(nbytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 def available_memory() -> int | None:
@@ -201,6 +209,11 @@ def targets(net: Any, y: Any, n: int, name: str = "y") -> Array:
         raise ValueError(f"{name} is None; expected one target per sample")
     xp = net.backend.xp
     host = numeric(net, y, name)
+    if isinstance(host, np.ndarray) and host.dtype.kind == "u" and host.dtype.itemsize > 1:
+        # torch lacks reductions on wide unsigned types; labels are small, so int64 holds them
+        if host.size and int(host.max()) > np.iinfo(np.int64).max:
+            raise ValueError(f"{name} holds {int(host.max())}, too large for a label or a target")
+        host = host.astype(np.int64)
     try:
         t = net.backend.asarray(host)
     except (TypeError, ValueError) as exc:
