@@ -349,7 +349,7 @@ def test_saves_killed_at_random_moments_never_leave_a_bad_file_or_piles_of_tempo
     nets[0].save(path)
     expected = [n.get_weights() for n in nets]
     rng = np.random.default_rng(5)
-    for _ in range(30):
+    for _ in range(20):
         pid = os.fork()
         if pid == 0:  # the child saves until it is killed
             try:
