@@ -14,10 +14,17 @@ imports ``network.py``.
 from __future__ import annotations
 
 import csv
+import inspect
 import math
+import string
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from .. import checkpoint
 
 
 class Callback:
@@ -36,8 +43,19 @@ class Callback:
         """Called once when ``fit`` ends (not when it raises)."""
 
 
+def parameters_finite(net: Any) -> bool:
+    """Whether every parameter of ``net`` is finite (one device read for all of them)."""
+    xp = net.backend.xp
+    flags = [xp.all(xp.isfinite(p)) for layer in net.layers for p in layer.params.values()]
+    return not flags or bool(xp.all(xp.stack(flags)))
+
+
 class TerminateOnNaN(Callback):
-    """Stop when the training loss becomes NaN or infinite (on in every ``fit`` by default).
+    """Stop when the training loss or a parameter becomes NaN or infinite (on in every ``fit``).
+
+    The parameters are checked at the end of every epoch too, so weights that
+    blow up in an epoch's last steps, after its loss was computed, stop the
+    run as a non-finite loss does.
 
     Parameters
     ----------
@@ -51,12 +69,16 @@ class TerminateOnNaN(Callback):
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         loss = logs.get("loss", 0.0)
-        if math.isfinite(loss):
+        if not math.isfinite(loss):
+            what, detail = f"the training loss became {loss}", ""
+        elif not parameters_finite(net):
+            what, detail = "the network's parameters became NaN or infinite", " (its loss was still finite)"
+        else:
             return
         net.stop_training = True
         if self.raise_error:
             raise FloatingPointError(
-                f"the training loss became {loss} in epoch {epoch + 1}; training stopped "
+                f"{what} in epoch {epoch + 1}{detail}; training stopped "
                 "(network.history holds every epoch up to it). Try a smaller learning rate "
                 "or check the scale of the data."
             )
@@ -148,7 +170,11 @@ class ModelCheckpoint(Callback):
     """Save the network after each epoch (or only when the monitored metric improves).
 
     Writes are atomic: a temporary file in the same folder is renamed over
-    ``path``, so a crash never leaves a half-written checkpoint.
+    ``path``, so a crash never leaves a half-written checkpoint (see
+    :func:`xpnet.checkpoint.atomic_write_bytes`). An epoch whose loss, or any
+    of whose parameters or optimizer state, is NaN or infinite is never
+    saved (a RuntimeWarning says so), whatever the order of the callbacks:
+    the last good checkpoint stays.
 
     Parameters
     ----------
@@ -169,6 +195,7 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
     ) -> None:
         self.path = str(path)
+        self.fields = _template_fields(self.path)
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.mode = _monitor_mode(monitor, mode)
@@ -176,15 +203,58 @@ class ModelCheckpoint(Callback):
         self.saved: list[str] = []
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        target = self._target(epoch, logs)
+        if not math.isfinite(logs.get("loss", 0.0)):
+            self._skip(epoch, "its training loss is not finite")
+            return
         if self.save_best_only:
             value = _monitored(self.monitor, logs, "ModelCheckpoint")
             better = value < self.best if self.mode == "min" else value > self.best
             if not better:
                 return
+        tensors, metadata = net.state()
+        if not all(bool(np.all(np.isfinite(t))) for t in tensors.values() if t.dtype.kind == "f"):
+            self._skip(epoch, "its parameters or optimizer state are not finite")
+            return
+        checkpoint.write(target, tensors, metadata)
+        if self.save_best_only:
             self.best = value
-        target = self.path.format(epoch=epoch + 1, **logs)
-        net.save(target)
         self.saved.append(target)
+
+    def _target(self, epoch: int, logs: dict[str, float]) -> str:
+        missing = [f for f in self.fields if f != "epoch" and f not in logs]
+        if missing:
+            hint = " (pass validation_data to fit)" if any(f.startswith("val_") for f in missing) else ""
+            raise ValueError(
+                f"ModelCheckpoint path {self.path!r} names {missing}, which fit does not log{hint}; "
+                f"logged: {sorted(logs)}"
+            )
+        try:
+            return self.path.format(epoch=epoch + 1, **logs)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted: {exc}") from None
+
+    def _skip(self, epoch: int, why: str) -> None:
+        warnings.warn(
+            f"ModelCheckpoint did not save epoch {epoch + 1}: {why}; the last good checkpoint stays",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _template_fields(path: str) -> list[str]:
+    """The names a ``str.format`` template uses (ValueError for a malformed one or positional fields)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(path) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint path {path!r} is not a valid template: {exc}") from None
+    names = [field.split(".")[0].split("[")[0] for field in fields]
+    if any(not name or name.isdigit() for name in names):
+        raise ValueError(
+            f"ModelCheckpoint path {path!r} has a positional field; "
+            "name it, e.g. {epoch} or {val_loss:.3f}"
+        )
+    return names
 
 
 class LearningRateScheduler(Callback):
@@ -197,21 +267,53 @@ class LearningRateScheduler(Callback):
     """
 
     def __init__(self, schedule: Callable[..., float]) -> None:
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler needs a function of the epoch, got {schedule!r}")
         self.schedule = schedule
+        self.arguments = _schedule_arguments(schedule)
 
     def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         current = net.optimizer.learning_rate
-        try:
+        if self.arguments == 2:
             rate = self.schedule(epoch, current)
-        except TypeError:
+        elif self.arguments == 1:
             rate = self.schedule(epoch)
-        rate = float(rate)
+        else:  # no signature to read (some builtins): try both forms
+            try:
+                rate = self.schedule(epoch, current)
+            except TypeError:
+                rate = self.schedule(epoch)
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"the schedule returned {rate!r} for epoch {epoch}; expected a number") from None
         if not math.isfinite(rate) or rate < 0:
             raise ValueError(f"the schedule gave learning rate {rate} for epoch {epoch}")
         net.optimizer.learning_rate = rate
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         logs["lr"] = net.optimizer.learning_rate
+
+
+def _schedule_arguments(schedule: Callable[..., float]) -> int | None:
+    """2 if ``schedule`` takes (epoch, rate), 1 if (epoch), None if its signature is unknown.
+
+    Decided once, so a TypeError raised inside the schedule is the user's to
+    see, not taken for a wrong number of arguments.
+    """
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):
+        return None
+    for count in (2, 1):
+        try:
+            signature.bind(*range(count))
+        except TypeError:
+            continue
+        return count
+    raise ValueError(
+        f"the schedule {schedule!r} must take the epoch, or the epoch and the current learning rate"
+    )
 
 
 class CSVLogger(Callback):
