@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import checkpoint
 from ..backend import Array, Backend, get_backend, to_numpy
-from ..backend.compile import Epoch, make_runner
+from ..backend.compile import Epoch
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
 from ..nn.losses import Loss, get_loss
@@ -20,6 +20,7 @@ from . import inputs, serialize, step
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
+from .summary import summary_text
 
 
 class Network:
@@ -176,30 +177,7 @@ class Network:
 
     def summary(self, print_fn: Any = print) -> str:
         """Print (and return) layers, output shapes, parameter counts, backend, device, dtype."""
-        rows = [("Layer", "Output shape", "Params")]
-        n = self.layers[0].in_features
-        for layer in self.layers:
-            count = sum(math.prod(p.shape) for p in layer.params.values())
-            if n is not None:
-                n = layer.output_features(n)
-            shape = f"(None, {n if n is not None else '?'})"
-            rows.append((repr(layer), shape, f"{count:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        rule = "-" * (sum(widths) + 4)
-        lines = [
-            f"Network on {self.backend.name} ({self.backend.device}), dtype {self.dtype}",
-            rule,
-        ]
-        for i, row in enumerate(rows):
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
-            if i == 0:
-                lines.append(rule)
-        lines += [
-            rule,
-            f"Total params: {self.parameter_count():,}",
-            f"Loss: {self.loss.name}   Optimizer: {self.optimizer!r}",
-        ]
-        text = "\n".join(lines)
+        text = summary_text(self)
         if print_fn is not None:
             print_fn(text)
         return text
@@ -228,75 +206,31 @@ class Network:
         return lambda rows: step.draw_noise(layers, rng, rows, dtype)
 
     def _runner(self) -> Any:
-        opt = self.optimizer
-        key = (
-            self.backend,
-            self.compile,
-            type(opt),
-            repr({k: v for k, v in opt.get_config().items() if k != "learning_rate"}),
-            repr(self.loss),
-            tuple(map(repr, self.layers)),
-            self.dtype,
-        )
+        model = self._model()
+        key = (self.backend, self.compile, self.dtype, step.signature(model))
         if key not in self._runners:
-            model = self._model()
-            xp = self.backend.xp
-
-            def run_step(params: Any, opt_state: Any, states: Any, *args: Any, **options: Any) -> Any:
-                return step.train_step(model, params, opt_state, states, *args, **options)
-
-            def prepare(carry: Any) -> Any:
-                params, opt_state, states = carry
-                return params, step.initial_opt_state(model, params, opt_state, xp), states
-
-            self._runners[key] = make_runner(self.backend, run_step, compile=self.compile, prepare=prepare)
+            self._runners[key] = step.runner(model, self.backend, self.compile)
         return self._runners[key]
 
-    def train_step(self, x: Array, y: Array) -> tuple[Array, Array | None]:
-        """One optimizer step on a batch already on the device; returns (loss, correct count or None)."""
-        draw = self._draw()
-        noise = None
-        if draw is not None:
-            noise = [None if m is None else self.backend.asarray(m) for m in draw(int(x.shape[0]))]
-        self.optimizer.iterations += 1
-        params, opt_state, states = self._arrays()
-        result = step.train_step(
-            self._model(),
-            params,
-            opt_state,
-            states,
-            x,
-            y,
-            None,
-            noise,
-            self.optimizer.iterations,
-            self.optimizer.learning_rate,
-            xp=self.backend.xp,
-            inplace=self.backend.mutable and self.compile is not False,
-        )
-        self._publish(result.params, result.opt_state, result.layer_state)
-        return result.loss, result.correct
+    def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
+        """One optimizer step on a batch already on the device; returns (loss, correct count)."""
+        n = int(x.shape[0])
+        total, correct = self._train_epoch(self._runner(), x, y, n, False, None)
+        return total / n, correct
 
     def _train_epoch(
-        self, x: Array, t: Array, batch_size: int, shuffle: bool, progress: Progress
-    ) -> tuple[Any, Any]:
-        n = int(x.shape[0])
-        epoch = Epoch(
-            x,
-            t,
-            self.rng.permutation(n) if shuffle else None,
-            batch_size,
-            self._draw(),
-            self.optimizer.iterations + 1,
-            self.optimizer.learning_rate,
-        )
+        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, progress: Progress | None
+    ) -> Any:
+        order = self.rng.permutation(int(x.shape[0])) if shuffle else None
+        opt = self.optimizer
+        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate)
         report = None
-        if progress.active:
+        if progress is not None and progress.active:
 
             def report(done: int, total: Any, seen: int) -> None:
                 progress.step(done, _running_loss(total, seen))
 
-        carry, total, correct = self._runner().run(self._arrays(), epoch, report)
+        carry, total, correct = run.run(self._arrays(), epoch, report)
         self.optimizer.iterations += epoch.steps
         self._publish(*carry)
         return total, correct
@@ -362,12 +296,13 @@ class Network:
         n = int(x.shape[0])
         progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
         judged = prediction_count(t, binary=self._model().binary)
+        run = self._runner()
         with self.backend.scope():
             for _ in range(int(epochs)):
                 epoch = self.epoch
                 _call(callbacks, "on_epoch_begin", self, epoch, {})
                 progress.start_epoch(epoch)
-                total, correct = self._train_epoch(x, t, batch_size, shuffle, progress)
+                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress)
                 logs = {"loss": float(total) / n}
                 if self._classification:
                     logs["accuracy"] = float(correct) / judged

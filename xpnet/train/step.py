@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..backend import Backend
+from ..backend.compile import make_runner
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
 from ..nn.losses import CategoricalCrossentropy, Loss
@@ -266,3 +268,23 @@ def initial_opt_state(model: Model, params: Params, opt_state: OptState, xp: Any
                 full[key] = model.optimizer.init_state(value, xp)
             full.setdefault(key, {})
     return full
+
+
+def runner(model: Model, backend: Backend, compile: bool | None) -> Any:
+    """The backend's runner (:mod:`xpnet.backend.compile`) for ``model``'s step."""
+    xp = backend.xp
+
+    def run_step(params: Params, opt_state: OptState, states: LayerState, *args: Any, **options: Any) -> Any:
+        return train_step(model, params, opt_state, states, *args, **options)
+
+    def prepare(carry: Any) -> Any:
+        params, opt_state, states = carry
+        return params, initial_opt_state(model, params, opt_state, xp), states
+
+    return make_runner(backend, run_step, compile=compile, prepare=prepare)
+
+
+def signature(model: Model) -> tuple[Any, ...]:
+    """What a compiled step depends on besides array shapes (the learning rate is an argument)."""
+    config = {k: v for k, v in model.optimizer.get_config().items() if k != "learning_rate"}
+    return (type(model.optimizer), repr(config), repr(model.loss), tuple(map(repr, model.layers)))
