@@ -17,7 +17,9 @@ from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.losses import (
     BinaryCrossentropy,
     CategoricalCrossentropy,
+    Huber,
     Loss,
+    MeanAbsoluteError,
     MeanSquaredError,
     get_loss,
 )
@@ -53,9 +55,11 @@ __all__ = [
     "Dropout",
     "EarlyStopping",
     "History",
+    "Huber",
     "Layer",
     "LearningRateScheduler",
     "Loss",
+    "MeanAbsoluteError",
     "MeanSquaredError",
     "ModelCheckpoint",
     "Network",
