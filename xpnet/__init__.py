@@ -23,6 +23,7 @@ from .nn.losses import (
     MeanSquaredError,
     get_loss,
 )
+from .nn.metrics import METRICS, Metric, get_metric
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 from .optim.schedules import cosine_decay, exponential_decay, step_decay
 from .train.callbacks import (
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "BACKEND_NAMES",
+    "METRICS",
     "SGD",
     "Activation",
     "Adam",
@@ -61,6 +63,7 @@ __all__ = [
     "Loss",
     "MeanAbsoluteError",
     "MeanSquaredError",
+    "Metric",
     "ModelCheckpoint",
     "Network",
     "Optimizer",
@@ -71,6 +74,7 @@ __all__ = [
     "exponential_decay",
     "get_backend",
     "get_loss",
+    "get_metric",
     "get_optimizer",
     "load",
     "step_decay",
