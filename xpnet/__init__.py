@@ -24,14 +24,16 @@ from .nn.losses import (
     get_loss,
 )
 from .nn.metrics import METRICS, Metric, get_metric
+from .optim import schedules
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
-from .optim.schedules import cosine_decay, exponential_decay, step_decay
+from .optim.schedules import cosine_decay, exponential_decay, step_decay, warmup
 from .train.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
+    ReduceLROnPlateau,
     TerminateOnNaN,
 )
 from .train.history import History
@@ -68,6 +70,7 @@ __all__ = [
     "Network",
     "Optimizer",
     "RMSprop",
+    "ReduceLROnPlateau",
     "TerminateOnNaN",
     "available_backends",
     "cosine_decay",
@@ -77,8 +80,10 @@ __all__ = [
     "get_metric",
     "get_optimizer",
     "load",
+    "schedules",
     "step_decay",
     "to_numpy",
+    "warmup",
 ]
 
 
