@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..nn.layers import LAYERS
+from ..nn.losses import get_loss
 from ..optim.optimizers import OPTIMIZERS
 from .history import History
 
@@ -51,6 +52,7 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         "layers": json.dumps(layers),
         "in_features": str(net.in_features),
         "loss": net.loss.name,
+        "loss_config": json.dumps(net.loss.get_config()),
         "optimizer": json.dumps(optimizer),
         "dtype": net.dtype,
         "epoch": str(net.epoch),
@@ -87,7 +89,7 @@ def _rebuild(
     optimizer = OPTIMIZERS[opt["name"]](**opt["config"])
     net = network_cls(
         layers,
-        loss=meta["loss"],
+        loss=get_loss(meta["loss"], **json.loads(meta.get("loss_config", "{}"))),
         optimizer=optimizer,
         backend=backend,
         device=device,
