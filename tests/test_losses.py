@@ -248,3 +248,45 @@ def test_new_loss_names_configs_and_bad_arguments():
     for bad in (-0.1, 1.0, True):
         with pytest.raises(ValueError, match=r"label_smoothing must be a number in \[0, 1\)"):
             xn.CategoricalCrossentropy(bad)
+
+
+@pytest.mark.parametrize(
+    ("make", "torch_loss", "activation"),
+    [
+        (lambda: xn.Huber(delta=0.5), lambda t: t.nn.HuberLoss(delta=0.5), None),
+        (xn.MeanAbsoluteError, lambda t: t.nn.L1Loss(), None),
+        (
+            lambda: xn.CategoricalCrossentropy(label_smoothing=0.1),
+            lambda t: t.nn.CrossEntropyLoss(label_smoothing=0.1),
+            "softmax",
+        ),
+    ],
+    ids=["huber", "mae", "ce-smooth"],
+)
+def test_training_steps_with_new_losses_match_torch(backend, make, torch_loss, activation):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    w0, b0 = rng.normal(size=(4, 3)), rng.normal(size=3)
+    net = xn.Network(
+        [xn.Dense(3, activation, in_features=4)],
+        loss=make(),
+        optimizer=xn.SGD(0.1, momentum=0.9),
+        backend=backend,
+        dtype="float64",
+        seed=0,
+    )
+    net.layers[0].weight, net.layers[0].bias = w0, b0
+    w, b = torch.tensor(w0, requires_grad=True), torch.tensor(b0, requires_grad=True)
+    opt = torch.optim.SGD([w, b], lr=0.1, momentum=0.9)
+    criterion = torch_loss(torch)
+    for _ in range(4):
+        x = rng.normal(size=(8, 4))
+        y = rng.integers(0, 3, size=8) if activation else rng.normal(size=(8, 3))
+        net.train_step(
+            backend.asarray(x, "float64"), backend.asarray(y) if activation else backend.asarray(y, "float64")
+        )
+        opt.zero_grad()
+        criterion(torch.as_tensor(x) @ w + b, torch.as_tensor(y)).backward()
+        opt.step()
+    np.testing.assert_allclose(xn.to_numpy(net.layers[0].weight), w.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xn.to_numpy(net.layers[0].bias), b.detach().numpy(), rtol=1e-10, atol=1e-12)
