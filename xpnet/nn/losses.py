@@ -105,9 +105,12 @@ def _outputs(y: Array) -> int:
 class ElementwiseLoss(Loss):
     """A loss that is the mean over all elements of a term of ``y_pred - y_true``."""
 
+    slope_factor = 1.0
+    """A constant of every derivative, applied with the (small) scale instead of the whole array."""
+
     @abstractmethod
     def terms(self, diff: Array, xp: Any) -> tuple[Array, Array]:
-        """The elementwise terms of ``diff = y_pred - y_true`` and their derivatives."""
+        """The elementwise terms of ``diff = y_pred - y_true`` and their derivatives / ``slope_factor``."""
 
     def value_and_gradient(
         self, y_pred: Array, y_true: Array, *, xp: Any = None, w: Array | None = None
@@ -116,16 +119,17 @@ class ElementwiseLoss(Loss):
         diff = y_pred - self.targets(y_true, y_pred, xp)
         scale = element_scale(diff, w, _outputs(diff), xp)
         terms, slope = self.terms(diff, xp)
-        return _weighted_sum(terms, scale, xp), slope * scale
+        return _weighted_sum(terms, scale, xp), slope * (scale * self.slope_factor)
 
 
 class MeanSquaredError(ElementwiseLoss):
     """Mean of ``(y_pred - y_true) ** 2`` (torch ``MSELoss``)."""
 
     name = "mse"
+    slope_factor = 2.0
 
     def terms(self, diff: Array, xp: Any) -> tuple[Array, Array]:
-        return diff * diff, 2.0 * diff
+        return diff * diff, diff
 
 
 class MeanAbsoluteError(ElementwiseLoss):
