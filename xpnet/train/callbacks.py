@@ -84,12 +84,23 @@ class TerminateOnNaN(Callback):
             )
 
 
+_MAXIMIZED = ("accuracy", "precision", "recall", "f1", "auc")
+"""Metrics where larger is better: ``mode="auto"`` maximizes them (with or without ``val_``)."""
+
+
 def _monitor_mode(monitor: str, mode: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "auto":
-        return "max" if "accuracy" in monitor else "min"
+        key = monitor.removeprefix("val_")
+        return "max" if "accuracy" in monitor or key in _MAXIMIZED else "min"
     return mode
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _monitored(monitor: str, logs: dict[str, float], owner: str) -> float:
@@ -126,8 +137,7 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         mode: str = "auto",
     ) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        _count("patience", patience)
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.monitor = monitor
@@ -314,6 +324,87 @@ def _schedule_arguments(schedule: Callable[..., float]) -> int | None:
     raise ValueError(
         f"the schedule {schedule!r} must take the epoch, or the epoch and the current learning rate"
     )
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when a monitored metric stops improving (Keras's rules).
+
+    At the end of each epoch: while in cooldown, the cooldown counter drops
+    by one and the wait restarts; an improvement (by more than
+    ``min_delta``) becomes the best value and restarts the wait; otherwise,
+    out of cooldown, the wait grows, and when it reaches ``patience`` the
+    rate becomes ``max(rate * factor, min_lr)`` (unless it is already at
+    ``min_lr``), the wait restarts and ``cooldown`` epochs of cooldown begin.
+    The epoch where the cooldown ends already counts towards the wait, as in
+    Keras. The rate used during the epoch is logged as ``"lr"``. Counters
+    restart at the beginning of each ``fit``.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``"val_loss"`` or ``"val_auc"``.
+    factor : float
+        In ``(0, 1)``: ``new_lr = lr * factor``.
+    patience : int
+        Epochs without improvement before the rate is reduced.
+    min_delta : float
+        The least change that counts as an improvement.
+    cooldown : int
+        Epochs after a reduction during which no wait is counted.
+    min_lr : float
+        The rate is never reduced below this.
+    mode : {"auto", "min", "max"}
+        Whether smaller or larger is better; ``"auto"`` maximizes accuracy,
+        precision, recall, f1 and auc.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1) so that the rate shrinks, got {factor!r}")
+        if not min_delta >= 0 or not min_lr >= 0:
+            raise ValueError(f"min_delta and min_lr must be >= 0, got {min_delta!r} and {min_lr!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = _count("patience", patience)
+        self.min_delta = float(min_delta)
+        self.cooldown = _count("cooldown", cooldown)
+        self.min_lr = float(min_lr)
+        self.mode = _monitor_mode(monitor, mode)
+        self.on_train_begin(None, {})
+
+    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
+        self.wait = 0
+        self.cooldown_counter = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        logs["lr"] = net.optimizer.learning_rate
+        value = _monitored(self.monitor, logs, "ReduceLROnPlateau")
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience and net.optimizer.learning_rate > self.min_lr:
+                net.optimizer.learning_rate = max(net.optimizer.learning_rate * self.factor, self.min_lr)
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
 
 
 class CSVLogger(Callback):

@@ -22,7 +22,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..checkpoint import TensorSpecs, loads_json
 from ..nn.layers import LAYERS, Layer
-from ..nn.losses import get_loss
+from ..nn.losses import Loss, get_loss
 from ..nn.shapes import parameter_shapes
 from ..optim.optimizers import OPTIMIZERS, Optimizer
 from .history import History
@@ -76,6 +76,7 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         "layers": json.dumps(layers),
         "in_features": str(net.in_features),
         "loss": net.loss.name,
+        "loss_config": json.dumps(net.loss.get_config()),
         "optimizer": json.dumps(optimizer),
         "dtype": net.dtype,
         "epoch": str(net.epoch),
@@ -93,7 +94,7 @@ class Contents:
 
     layers: list[Layer]
     in_features: int
-    loss: str
+    loss: Loss
     optimizer: Optimizer
     dtype: str
     epoch: int
@@ -121,14 +122,17 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
     in_features = _natural(meta["in_features"], "in_features", positive=True)
     layers = _layers(loads_json(meta["layers"], "the model's layers"))
     _check_tensors(layers, in_features, FLOAT_TENSORS[dtype], specs)
+    loss_config = _mapping(
+        loads_json(meta.get("loss_config", "{}"), "the model's loss_config"), "loss_config"
+    )
     try:
-        get_loss(meta["loss"])
+        loss = get_loss(meta["loss"], **loss_config)
     except _BAD_CONFIG as exc:
         raise ValueError(f"the model's loss {meta['loss']!r} is invalid: {exc}") from None
     return Contents(
         layers=layers,
         in_features=in_features,
-        loss=meta["loss"],
+        loss=loss,
         optimizer=_optimizer(loads_json(meta["optimizer"], "the model's optimizer")),
         dtype=dtype,
         epoch=_natural(meta["epoch"], "epoch"),
