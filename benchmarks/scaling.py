@@ -8,6 +8,11 @@ Measures, on this machine:
     bytes, for the latency) under ``mpiexec -n 1`` and ``mpiexec -n 2`` (MPICH from pip, shared
     memory between the two processes).
 
+Steps run with one BLAS thread (``--threads``): one rank per core is how data-parallel ranks
+are placed, and on this shared 2-core machine a second BLAS thread made steps up to 10x slower.
+Each figure is the fastest of ``--repeats`` runs (the slowest rank's, for an allreduce): this
+machine is shared, and the fastest run is the one least disturbed by other work.
+
 Models (nothing below is measured): a ring allreduce over N ranks costs
 T(N) = 2 (N - 1) * alpha + 2 (N - 1) / N * bytes / bandwidth; with the allreduce after the
 backward pass (no overlap), a rank training b rows per step runs at efficiency
@@ -15,6 +20,8 @@ E = t(b) / (t(b) + T(N)), and needs b >= (9 T(N) - t0) / c rows for E >= 90%.
 
     python benchmarks/scaling.py               # prints JSON lines, then the Markdown tables
     python benchmarks/scaling.py --repeats 9
+    python benchmarks/scaling.py --report out.txt  # the tables again, from a run's JSON lines
+    python benchmarks/scaling.py --report out.txt --step mnist:128:0.0013  # a step time from elsewhere
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ import itertools
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -57,7 +63,7 @@ def ring_time(ranks: int, nbytes: float, bandwidth: float, latency: float) -> fl
 
 
 def time_steps(name: str, batch: int, repeats: int) -> float:
-    """Median seconds per training step of network ``name`` at ``batch`` rows (numpy, float32)."""
+    """Fastest seconds per training step of network ``name`` at ``batch`` rows (numpy, float32)."""
     sizes = NETWORKS[name]
     rng = np.random.default_rng(0)
     n = STEPS[name] * batch
@@ -72,7 +78,7 @@ def time_steps(name: str, batch: int, repeats: int) -> float:
         start = time.perf_counter()
         net.fit(X, y, batch_size=batch, shuffle=False, verbose=0)
         times.append((time.perf_counter() - start) / STEPS[name])
-    return statistics.median(times)
+    return min(times)
 
 
 def allreduce_worker(repeats: int) -> None:
@@ -88,7 +94,7 @@ def allreduce_worker(repeats: int) -> None:
             start = time.perf_counter()
             comm.allreduce_sum(buffer)
             times.append(time.perf_counter() - start)
-        slowest = comm.mpi.allreduce(statistics.median(times), op=_max())
+        slowest = comm.mpi.allreduce(min(times), op=_max())
         if comm.is_root:
             record = {"what": "allreduce", "buffer": name, "ranks": comm.size, "bytes": buffer.nbytes}
             print(json.dumps({**record, "seconds": slowest}), flush=True)
@@ -113,14 +119,17 @@ def measure_allreduce(ranks: int, repeats: int) -> list[dict]:
 
 
 def fit_line(points: list[tuple[int, float]]) -> tuple[float, float]:
-    """Least-squares t0, c of t(b) = t0 + c * b."""
+    """Least-squares t0, c of t(b) = t0 + c * b (t0 = 0 from a single point)."""
+    if len(points) == 1:
+        return 0.0, points[0][1] / points[0][0]
     b = np.array([p[0] for p in points], dtype=np.float64)
     t = np.array([p[1] for p in points], dtype=np.float64)
     c, t0 = np.polyfit(b, t, 1)
     return max(float(t0), 0.0), float(c)
 
 
-def report(steps: dict, allreduce: list[dict]) -> str:
+def report(steps: dict, allreduce: list[dict], model_steps: dict | None = None) -> str:
+    """The Markdown tables; the model uses ``model_steps`` where given, else the measured ``steps``."""
     lines = [
         "## Measured here",
         "",
@@ -152,7 +161,7 @@ def report(steps: dict, allreduce: list[dict]) -> str:
         "global batch for 90% |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, points in steps.items():
+    for name, points in {**steps, **(model_steps or {})}.items():
         t0, c = fit_line(points)
         nbytes = 4 * parameter_count(NETWORKS[name])
         b = BENCH_BATCH[name]
@@ -160,10 +169,10 @@ def report(steps: dict, allreduce: list[dict]) -> str:
             for ranks in RANKS:
                 t_ar = ring_time(ranks, nbytes, bandwidth, latency)
                 efficiency = (t0 + c * b) / (t0 + c * b + t_ar)
-                need = max(1, int(np.ceil((9 * t_ar - t0) / c)))
+                need = int(np.ceil((9 * t_ar - t0) / c))
+                rows = f"{need:,} | {need * ranks:,}" if need > 1 else "any | any"
                 lines.append(
-                    f"| {name} | {link} | {ranks} | {t_ar * 1e3:.2f} | {efficiency:.0%} (b={b}) | "
-                    f"{need:,} | {need * ranks:,} |"
+                    f"| {name} | {link} | {ranks} | {t_ar * 1e3:.2f} | {efficiency:.0%} (b={b}) | {rows} |"
                 )
         lines.append(f"| {name} | step fit | | t0 = {t0 * 1e3:.3f} ms, c = {c * 1e6:.2f} us/row | | | |")
     return "\n".join(lines)
@@ -174,8 +183,29 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads for the steps (default 1)")
+    parser.add_argument("--report", metavar="FILE", help="print the tables from a run's JSON lines")
+    parser.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="NET:BATCH:SECONDS",
+        help="with --report: model NET from this step time instead of the measured ones",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.report:
+        records = [json.loads(line) for line in open(args.report) if line.startswith("{")]
+        steps: dict[str, list[tuple[int, float]]] = {}
+        for r in records:
+            if r["what"] == "step":
+                steps.setdefault(r["network"], []).append((r["batch"], r["seconds"]))
+        given: dict[str, list[tuple[int, float]]] = {}
+        for text in args.step:
+            name, batch, seconds = text.split(":")
+            given.setdefault(name, []).append((int(batch), float(seconds)))
+        print(report(steps, [r for r in records if r["what"] == "allreduce"], given))
+        return
     if args.worker:
         allreduce_worker(max(args.repeats, 10))
         return
@@ -184,16 +214,24 @@ def main() -> None:
         for record in measure_allreduce(ranks, max(args.repeats, 10)):
             print(json.dumps(record), flush=True)
             allreduce.append(record)
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+    with threadpool_limits(args.threads):
+        steps = measure_steps(args.repeats)
+    print(f"\n(cpu cores: {os.cpu_count()}, BLAS threads {args.threads}, numpy {np.__version__})\n")
+    print(report(steps, allreduce))
+
+
+def measure_steps(repeats: int) -> dict[str, list[tuple[int, float]]]:
     steps: dict[str, list[tuple[int, float]]] = {}
     for name in NETWORKS:
         for batch in BATCHES[name]:
-            seconds = time_steps(name, batch, args.repeats)
+            seconds = time_steps(name, batch, repeats)
             print(
                 json.dumps({"what": "step", "network": name, "batch": batch, "seconds": seconds}), flush=True
             )
             steps.setdefault(name, []).append((batch, seconds))
-    print(f"\n(cpu cores: {os.cpu_count()}, numpy {np.__version__})\n")
-    print(report(steps, allreduce))
+    return steps
 
 
 if __name__ == "__main__":
