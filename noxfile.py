@@ -73,10 +73,10 @@ for _name in BACKENDS:
 
 @nox.session(name="tests-mpi")
 def tests_mpi(session: nox.Session) -> None:
-    """tests/distributed under mpiexec with 2 and 3 ranks (mpich from pip), on numpy and torch."""
+    """tests/distributed_tests under mpiexec with 2 and 3 ranks (mpich from pip), on numpy and torch."""
     session.install("-e", ".[test,mpi]", *REFERENCES)
     backends = ["--backend", "numpy", "--backend", "torch"]
-    session.run("python", "tests/distributed/run_mpi.py", *backends, *session.posargs)
+    session.run("python", "tests/distributed_tests/run_mpi.py", *backends, *session.posargs)
 
 
 @nox.session

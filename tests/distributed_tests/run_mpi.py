@@ -1,6 +1,6 @@
-"""Run tests/distributed under ``mpiexec`` with 2 ranks, then 3 (uneven splits); fail if any rank fails.
+"""Run tests/distributed_tests under ``mpiexec`` with 2 ranks, then 3 (uneven splits); fail if any rank fails.
 
-    python tests/distributed/run_mpi.py [pytest options, e.g. --backend numpy --backend torch]
+    python tests/distributed_tests/run_mpi.py [pytest options, e.g. --backend numpy --backend torch]
 
 A rank whose test fails aborts the MPI job (see conftest.py); a hang is cut by ``MPIEXEC_TIMEOUT``
 and, behind it, by this driver's own timeout (both `$XPNET_MPI_TIMEOUT` seconds, default 300).

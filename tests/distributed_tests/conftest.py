@@ -1,5 +1,5 @@
 """Distributed tests run in one process (size 1) in the ordinary suite, and under ``mpiexec -n 2``
-and ``-n 3`` in the ``tests-mpi`` nox session (``python tests/distributed/run_mpi.py``).
+and ``-n 3`` in the ``tests-mpi`` nox session (``python tests/distributed_tests/run_mpi.py``).
 
 Every test here is collective: each rank runs the same tests in the same order. When a test fails on
 one rank, that rank aborts the whole MPI job at the end of its session (pytest runs with ``-x``), so
