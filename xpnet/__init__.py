@@ -4,6 +4,7 @@ The same layers, losses and optimizers train on NumPy, CuPy, PyTorch, JAX and
 array-api-strict; the backend is chosen per network.
 """
 
+from . import distributed
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -74,6 +75,7 @@ __all__ = [
     "TerminateOnNaN",
     "available_backends",
     "cosine_decay",
+    "distributed",
     "exponential_decay",
     "get_backend",
     "get_loss",
