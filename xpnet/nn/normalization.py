@@ -9,7 +9,8 @@ A compiled epoch pads its last batch with weight-0 rows
 (:mod:`xpnet.backend.compile`). Such rows must not enter the batch mean and
 variance, so :meth:`BatchNormalization.draw` gives a column of ones per row
 in training; padded rows get zeros in its place, and the statistics are
-taken over the rows whose mark is 1. No random numbers are consumed.
+taken over the rows whose mark is 1; rows marked 0 output 0. No random
+numbers are consumed.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class BatchNormalization(_Affine):
             "running_mean": state["running_mean"] * (1.0 - m) + mean * m,
             "running_var": state["running_var"] * (1.0 - m) + unbiased * m,
         }
-        return xhat * params["weight"] + params["bias"], (xhat, inv, mask, rows), new_state
+        y = xhat * params["weight"] + params["bias"]
+        return (y if mask is None else y * mask), (xhat, inv, mask, rows), new_state
 
     def vjp(
         self,

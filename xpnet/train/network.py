@@ -13,10 +13,11 @@ from ..backend import Array, Backend, get_backend, to_numpy
 from ..backend.compile import Epoch
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
-from ..nn.losses import Loss, get_loss
-from ..nn.metrics import correct_count, prediction_count
+from ..nn.losses import CategoricalCrossentropy, Loss, get_loss
+from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
+from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import inputs, serialize, step
+from . import inputs, serialize, step, weighting
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
@@ -141,7 +142,8 @@ class Network:
             n = layer.output_features(n)
 
     def _model(self) -> step.Model:
-        return step.Model(tuple(self.layers), self.loss, self.optimizer)
+        transform = gradient_transform(self.optimizer.clip_norm, self.optimizer.clip_value)
+        return step.Model(tuple(self.layers), self.loss, self.optimizer, transform=transform)
 
     def parameter_count(self) -> int:
         """Total number of trainable scalars."""
@@ -220,11 +222,18 @@ class Network:
         return total / n, correct
 
     def _train_epoch(
-        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, progress: Progress | None
+        self,
+        run: Any,
+        x: Array,
+        t: Array,
+        size: int,
+        shuffle: bool,
+        progress: Progress | None,
+        weight: Array | None = None,
     ) -> Any:
         order = self.rng.permutation(int(x.shape[0])) if shuffle else None
         opt = self.optimizer
-        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate)
+        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate, weight)
         report = None
         if progress is not None and progress.active:
 
@@ -245,6 +254,10 @@ class Network:
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        sample_weight: Any = None,
+        class_weight: Any = None,
+        metrics: Sequence[Any] | None = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
     ) -> History:
@@ -263,6 +276,21 @@ class Network:
             Reshuffle (with the network's host generator) before each epoch.
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+        validation_split : float
+            Fraction of rows to validate on instead: the last ``n - floor(n * (1 - s))``
+            rows, taken before any shuffling (not with ``validation_data``).
+        sample_weight : array_like, shape (samples,), optional
+            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``.
+        class_weight : dict or "balanced", optional
+            ``{label: weight}`` multiplied into the sample weights (labels not
+            named weigh 1); ``"balanced"`` as scikit-learn's. With categorical
+            cross-entropy this is torch's ``CrossEntropyLoss(weight=...)``.
+        metrics : list, optional
+            Names (``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"``,
+            ``"auc"``, ``"mae"``, ``"mse"``) or callables ``f(y_true, y_pred)``,
+            logged per epoch under their names (and ``val_`` ones). They are
+            measured on the training rows with the epoch's final weights (no
+            dropout, running statistics), on the device, and read once per epoch.
         callbacks : iterable of Callback
             See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
             is added unless one is given.
@@ -288,6 +316,8 @@ class Network:
         x = inputs.features(self, X)
         t = inputs.targets(self, y, int(x.shape[0]))
         val = _validation(self, validation_data)
+        x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
+        self._metric_list(metrics)  # refuse bad names before any work
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
@@ -303,13 +333,16 @@ class Network:
                 epoch = self.epoch
                 _call(callbacks, "on_epoch_begin", self, epoch, {})
                 progress.start_epoch(epoch)
-                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress)
+                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress, weight)
                 logs = {"loss": float(total) / n}
                 if self._classification:
                     logs["accuracy"] = float(correct) / judged
                 self.epoch += 1
+                if metrics and math.isfinite(logs["loss"]):
+                    scores = self._evaluate(x, t, max(batch_size, 4096), self._metric_list(metrics))
+                    logs.update({k: v for k, v in scores.items() if k not in logs})
                 if val is not None and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
+                    scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
                     logs.update({f"val_{k}": v for k, v in scores.items()})
                 history.append(epoch, logs)
                 self.history.append(epoch, logs)
@@ -324,6 +357,36 @@ class Network:
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
+
+    def _fit_data(
+        self, x: Array, t: Array, val: Any, split: Any, sample_weight: Any, class_weight: Any
+    ) -> tuple[Array, Array, Array | None, Any]:
+        """Training rows, targets and device weights after ``validation_split``; the validation pair."""
+        n = int(x.shape[0])
+        weight = weighting.combined(sample_weight, class_weight, t, n, binary=self._model().binary)
+        train = weighting.split_rows(n, split)
+        if split:
+            if val is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            val = (x[train:, ...], t[train:, ...])
+            x, t = x[:train, ...], t[:train, ...]
+            weight = None if weight is None else weight[:train]
+            if weight is not None and not weight.any():
+                raise ValueError("every training sample has weight 0 after validation_split")
+        if weight is not None:
+            weight = self.backend.asarray(weight, self.dtype)
+        return x, t, weight, val
+
+    def _metric_list(self, metrics: Sequence[Any] | None) -> list[Metric]:
+        if metrics is None:
+            return []
+        if isinstance(metrics, (str, Metric)) or callable(metrics):
+            metrics = [metrics]
+        if isinstance(self.loss, CategoricalCrossentropy):
+            task = "multiclass"
+        else:
+            task = "binary" if self._classification else "regression"
+        return [get_metric(m, task) for m in metrics]
 
     # -- inference -----------------------------------------------------------------------
 
@@ -363,28 +426,42 @@ class Network:
             return out
         return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
 
-    def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
-        """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
-        x = inputs.features(self, X)
-        with self.backend.scope():
-            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
+    def evaluate(
+        self, X: Any, y: Any, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
+    ) -> dict[str, float]:
+        """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
 
-    def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
+        ``metrics`` as in :meth:`fit` adds their values under their names.
+        """
+        x = inputs.features(self, X)
+        chosen = self._metric_list(metrics)
+        with self.backend.scope():
+            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size, chosen)
+
+    def _evaluate(
+        self, x: Array, t: Array, batch_size: int | None, metrics: Sequence[Metric] = ()
+    ) -> dict[str, float]:
         xp = self.backend.xp
         model = self._model()
         n = int(x.shape[0])
         size = n if batch_size is None else inputs.positive_int("batch_size", batch_size)
         total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+        for metric in metrics:
+            metric.reset()
         for i in range(0, n, size):
             xb, tb = x[i : min(i + size, n), ...], t[i : min(i + size, n), ...]
             value, _, prob, _ = step.loss_terms(model, *self._infer(xb), tb, None, xp)
             total = total + value * xb.shape[0]
             if self._classification:
                 correct = correct + correct_count(prob, tb, xp, binary=model.binary)
+            for metric in metrics:
+                metric.update(prob, tb)
         result = {"loss": float(total) / n}
         if self._classification:
             result["accuracy"] = float(correct) / prediction_count(t, binary=model.binary)
+        for metric in metrics:
+            result.setdefault(metric.name, metric.result())
         return result
 
     def save(self, path: Any) -> None:
