@@ -22,6 +22,9 @@ from .history import History
 from .progress import Progress
 from .summary import summary_text
 
+_FUSED_INDICES = 1 << 22
+"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
+
 
 class Network:
     """A feed-forward network: layers, a loss and an optimizer on one backend.
@@ -297,30 +300,62 @@ class Network:
         progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
         judged = prediction_count(t, binary=self._model().binary)
         run = self._runner()
+        # Epochs fuse into one compiled call when nothing needs to run between them.
+        fuse = hasattr(run, "run_epochs") and verbose == 0 and val is None
+        fuse = fuse and all(type(c) is TerminateOnNaN for c in callbacks)
+        done = 0
         with self.backend.scope():
-            for _ in range(int(epochs)):
-                epoch = self.epoch
-                _call(callbacks, "on_epoch_begin", self, epoch, {})
-                progress.start_epoch(epoch)
-                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress)
-                logs = {"loss": float(total) / n}
-                if self._classification:
-                    logs["accuracy"] = float(correct) / judged
-                self.epoch += 1
-                if val is not None and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
-                    logs.update({f"val_{k}": v for k, v in scores.items()})
-                history.append(epoch, logs)
-                progress.end_epoch(logs)
-                recorded = len(logs)
-                _call(callbacks, "on_epoch_end", self, epoch, logs)
-                if len(logs) != recorded:
-                    history.update_last(logs)
-                if self.stop_training:
-                    break
+            while done < int(epochs) and not self.stop_training:
+                if fuse:
+                    results = self._train_epochs(run, x, t, batch_size, shuffle, int(epochs) - done)
+                else:
+                    _call(callbacks, "on_epoch_begin", self, self.epoch, {})
+                    progress.start_epoch(self.epoch)
+                    results = [self._train_epoch(run, x, t, batch_size, shuffle, progress)]
+                for total, correct in results:
+                    done += 1
+                    epoch = self.epoch
+                    if fuse:
+                        _call(callbacks, "on_epoch_begin", self, epoch, {})
+                    logs = {"loss": float(total) / n}
+                    if self._classification:
+                        logs["accuracy"] = float(correct) / judged
+                    self.epoch += 1
+                    if val is not None and math.isfinite(logs["loss"]):
+                        scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
+                        logs.update({f"val_{k}": v for k, v in scores.items()})
+                    history.append(epoch, logs)
+                    progress.end_epoch(logs)
+                    recorded = len(logs)
+                    _call(callbacks, "on_epoch_end", self, epoch, logs)
+                    if len(logs) != recorded:
+                        history.update_last(logs)
+                    if self.stop_training:
+                        break
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
+
+    def _train_epochs(self, run: Any, x: Array, t: Array, size: int, shuffle: bool, count: int) -> Any:
+        """Up to ``count`` epochs in one compiled call; ``[(total, correct), ...]`` of those that ran.
+
+        The host draws (shuffles, masks) of the whole call are taken first, in
+        the eager order; after a non-finite loss the later epochs do not run
+        (their draws are spent).
+        """
+        n, opt, draw = int(x.shape[0]), self.optimizer, self._draw()
+        steps = -(-n // size)
+        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
+        first = opt.iterations + 1
+
+        def make(i: int) -> Epoch:
+            order = self.rng.permutation(n) if shuffle else None
+            return Epoch(x, t, order, size, draw, first + i * steps, opt.learning_rate)
+
+        carry, totals, corrects, ran = run.run_epochs(self._arrays(), make, count)
+        opt.iterations += ran * steps
+        self._publish(*carry)
+        return list(zip(totals[:ran], corrects[:ran]))
 
     # -- inference -----------------------------------------------------------------------
 
