@@ -283,6 +283,20 @@ class Network:
             When the training loss becomes NaN or infinite (names the epoch),
             unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
         """
+        with self.backend.scope():  # CuPy: every array on the network's device
+            return self._fit(X, y, epochs, batch_size, shuffle, validation_data, callbacks, verbose)
+
+    def _fit(
+        self,
+        X: Any,
+        y: Any,
+        epochs: int,
+        batch_size: int,
+        shuffle: bool,
+        validation_data: Any,
+        callbacks: Iterable[Any],
+        verbose: int,
+    ) -> History:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
@@ -304,34 +318,33 @@ class Network:
         fuse = hasattr(run, "run_epochs") and verbose == 0 and val is None
         fuse = fuse and all(type(c) is TerminateOnNaN for c in callbacks)
         done = 0
-        with self.backend.scope():
-            while done < int(epochs) and not self.stop_training:
+        while done < int(epochs) and not self.stop_training:
+            if fuse:
+                results = self._train_epochs(run, x, t, batch_size, shuffle, int(epochs) - done)
+            else:
+                _call(callbacks, "on_epoch_begin", self, self.epoch, {})
+                progress.start_epoch(self.epoch)
+                results = [self._train_epoch(run, x, t, batch_size, shuffle, progress)]
+            for total, correct in results:
+                done += 1
+                epoch = self.epoch
                 if fuse:
-                    results = self._train_epochs(run, x, t, batch_size, shuffle, int(epochs) - done)
-                else:
-                    _call(callbacks, "on_epoch_begin", self, self.epoch, {})
-                    progress.start_epoch(self.epoch)
-                    results = [self._train_epoch(run, x, t, batch_size, shuffle, progress)]
-                for total, correct in results:
-                    done += 1
-                    epoch = self.epoch
-                    if fuse:
-                        _call(callbacks, "on_epoch_begin", self, epoch, {})
-                    logs = {"loss": float(total) / n}
-                    if self._classification:
-                        logs["accuracy"] = float(correct) / judged
-                    self.epoch += 1
-                    if val is not None and math.isfinite(logs["loss"]):
-                        scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
-                        logs.update({f"val_{k}": v for k, v in scores.items()})
-                    history.append(epoch, logs)
-                    progress.end_epoch(logs)
-                    recorded = len(logs)
-                    _call(callbacks, "on_epoch_end", self, epoch, logs)
-                    if len(logs) != recorded:
-                        history.update_last(logs)
-                    if self.stop_training:
-                        break
+                    _call(callbacks, "on_epoch_begin", self, epoch, {})
+                logs = {"loss": float(total) / n}
+                if self._classification:
+                    logs["accuracy"] = float(correct) / judged
+                self.epoch += 1
+                if val is not None and math.isfinite(logs["loss"]):
+                    scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
+                    logs.update({f"val_{k}": v for k, v in scores.items()})
+                history.append(epoch, logs)
+                progress.end_epoch(logs)
+                recorded = len(logs)
+                _call(callbacks, "on_epoch_end", self, epoch, logs)
+                if len(logs) != recorded:
+                    history.update_last(logs)
+                if self.stop_training:
+                    break
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
@@ -374,9 +387,8 @@ class Network:
         output and a cross-entropy loss they are logits. Safe to call from
         several threads, also while another thread runs ``fit``.
         """
-        x = inputs.features(self, X)
-        with self.backend.scope():
-            return self._predict(x, batch_size)
+        with self.backend.scope():  # CuPy: every array on the network's device
+            return self._predict(inputs.features(self, X), batch_size)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
@@ -397,8 +409,8 @@ class Network:
 
     def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
         """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
-        x = inputs.features(self, X)
         with self.backend.scope():
+            x = inputs.features(self, X)
             return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
 
     def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
