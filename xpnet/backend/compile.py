@@ -181,6 +181,10 @@ class JaxEpochRunner:
             stopped = jnp.logical_or(stopped, jnp.logical_and(active, jnp.logical_not(jnp.isfinite(total))))
             return (state, stopped, e + 1), (total, correct, active)
 
+        if index.shape[0] == 1:  # one epoch: no stopping logic around it
+            state, total, correct = train(((params, opt, states, first), index[0], _first_of(noise)))
+            (params, opt, states, _) = state
+            return params, opt, states, total[None], correct[None], jnp.ones((), count.dtype)
         start = ((params, opt, states, first), jnp.asarray(False), jnp.asarray(0, count.dtype))
         ((params, opt, states, _), _, _), (totals, corrects, ran) = jax.lax.scan(epoch, start, (index, noise))
         return params, opt, states, totals, corrects, jnp.sum(ran)
@@ -253,6 +257,11 @@ def _static_batches(
         per_step = [epoch.draw(int(c)) for c in counts]
         noise = [_stack([masks[i] for masks in per_step], size) for i in range(len(per_step[0]))]
     return index, weight, counts, noise
+
+
+def _first_of(noise: Any) -> Any:
+    """Epoch 0's slice of stacked per-epoch noise."""
+    return None if noise is None else [None if m is None else m[0] for m in noise]
 
 
 def _over_epochs(masks: list[Any], span: int) -> np.ndarray | None:
