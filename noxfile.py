@@ -27,7 +27,13 @@ BACKENDS = {
 REFERENCES = ["torch==2.13.0"]
 CPU_BACKENDS = [name for name in BACKENDS if name != "cupy"]
 
-nox.options.sessions = ["lint", "typecheck", *(f"tests-{name}" for name in CPU_BACKENDS), "examples"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    *(f"tests-{name}" for name in CPU_BACKENDS),
+    "tests-mpi",
+    "examples",
+]
 
 
 @nox.session
@@ -63,6 +69,14 @@ def _tests(backend: str) -> None:
 
 for _name in BACKENDS:
     _tests(_name)
+
+
+@nox.session(name="tests-mpi")
+def tests_mpi(session: nox.Session) -> None:
+    """tests/distributed_tests under mpiexec with 2 and 3 ranks (mpich from pip), on numpy and torch."""
+    session.install("-e", ".[test,mpi]", *REFERENCES)
+    backends = ["--backend", "numpy", "--backend", "torch"]
+    session.run("python", "tests/distributed_tests/run_mpi.py", *backends, *session.posargs)
 
 
 @nox.session

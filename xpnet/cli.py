@@ -13,6 +13,7 @@ import numpy as np
 
 from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
+from .cli_paths import check_outputs
 from .data import (
     BUILTIN_DATASETS,
     Dataset,
@@ -92,6 +93,7 @@ def _format(metrics: dict[str, float]) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    check_outputs({"--out": args.out, "--plot": args.plot}, [args.data])
     data = _dataset(args.data, args.target)
     settings = _settings(args)
     sizes = _hidden(settings["hidden"])
@@ -227,6 +229,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    check_outputs({"--out": args.out}, [args.model, args.data])
     net = _model(args.model, args)
     meta = net.metadata
     if Path(args.data).is_file():
@@ -371,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         UserError,
         ValueError,
-        FileNotFoundError,
+        OSError,
         BackendUnavailableError,
         ImportError,
         FloatingPointError,

@@ -39,6 +39,15 @@ def _check(name: str, value: float, *, low: float = 0.0, high: float | None = No
     return float(value)
 
 
+def _check_clip(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be None or a positive finite number, got {value!r}")
+    return float(value)
+
+
 def _blend(a: Array, alpha: Any, b: Array, beta: Any, inplace: bool) -> Array:
     """``alpha * a + beta * b``, written into ``a`` when ``inplace``."""
     if not inplace:
@@ -67,6 +76,11 @@ class Optimizer(ABC):
     ----------
     learning_rate : float
         May be changed between steps (learning-rate schedules do).
+    clip_norm : float or None
+        Scale every gradient by ``clip_norm / (total_norm + 1e-6)`` when the
+        global norm of all gradients together exceeds it (torch's formula).
+    clip_value : float or None
+        Clip every gradient element into ``[-clip_value, clip_value]``.
     iterations : int
         Number of steps taken.
     state : dict[str, dict[str, Array]]
@@ -75,20 +89,31 @@ class Optimizer(ABC):
 
     name = ""
     hyper_parameters: tuple[str, ...] = ("learning_rate", "weight_decay")
-    """Constructor arguments, saved with checkpoints by :meth:`get_config`."""
+    """Constructor arguments, saved with checkpoints by :meth:`get_config` (with the clipping ones)."""
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        learning_rate: float,
+        weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
         self.learning_rate = _check("learning_rate", learning_rate)
         self.weight_decay = _check("weight_decay", weight_decay)
+        self.clip_norm = _check_clip("clip_norm", clip_norm)
+        self.clip_value = _check_clip("clip_value", clip_value)
         self.iterations = 0
         self.state: dict[str, State] = {}
 
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters that rebuild this optimizer."""
-        return {key: getattr(self, key) for key in self.hyper_parameters}
+        config = {key: getattr(self, key) for key in self.hyper_parameters}
+        return {**config, "clip_norm": self.clip_norm, "clip_value": self.clip_value}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = {k: v for k, v in self.get_config().items() if v is not None or not k.startswith("clip_")}
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"
 
     def step(self, layers: Sequence[Any]) -> None:
@@ -185,6 +210,8 @@ class SGD(Optimizer):
     learning_rate, momentum, nesterov, weight_decay, dampening
         As ``torch.optim.SGD``'s ``lr``, ``momentum``, ``nesterov``,
         ``weight_decay`` and ``dampening``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
     """
 
     name = "sgd"
@@ -197,8 +224,11 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         dampening: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.momentum = _check("momentum", momentum)
         self.dampening = _check("dampening", dampening)
         self.nesterov = bool(nesterov)
@@ -240,6 +270,8 @@ class Adam(Optimizer):
     ----------
     learning_rate, beta1, beta2, eps, weight_decay
         ``torch.optim.Adam``'s ``lr``, ``betas``, ``eps`` and ``weight_decay``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
     """
 
     name = "adam"
@@ -253,8 +285,11 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.beta1 = _check("beta1", beta1, high=1.0)
         self.beta2 = _check("beta2", beta2, high=1.0)
         self.eps = _check("eps", eps)
@@ -296,7 +331,10 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` (default 0.01)."""
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` (default 0.01).
+
+    Parameters as :class:`Adam`, ``clip_norm`` and ``clip_value`` included.
+    """
 
     name = "adamw"
     decoupled = True
@@ -308,12 +346,26 @@ class AdamW(Adam):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, beta1, beta2, eps, weight_decay)
+        super().__init__(
+            learning_rate, beta1, beta2, eps, weight_decay, clip_norm=clip_norm, clip_value=clip_value
+        )
 
 
 class RMSprop(Optimizer):
-    """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered)."""
+    """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered).
+
+    Parameters
+    ----------
+    learning_rate, alpha, eps, momentum, weight_decay, centered
+        ``torch.optim.RMSprop``'s ``lr``, ``alpha``, ``eps``, ``momentum``,
+        ``weight_decay`` and ``centered``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
+    """
 
     name = "rmsprop"
     hyper_parameters = ("learning_rate", "alpha", "eps", "momentum", "weight_decay", "centered")
@@ -326,8 +378,11 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         centered: bool = False,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.alpha = _check("alpha", alpha, high=1.0)
         self.eps = _check("eps", eps)
         self.momentum = _check("momentum", momentum)

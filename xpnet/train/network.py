@@ -96,7 +96,7 @@ class Network:
         self.dtype = dtype
         self.backend.dtype(dtype)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(inputs.seed(seed))
         self.history = History()
         self.epoch = 0
         self.stop_training = False
@@ -135,6 +135,7 @@ class Network:
     def build(self, in_features: int) -> None:
         """Create every layer's parameters for ``in_features`` inputs (seeded)."""
         n = inputs.positive_int("in_features", in_features)
+        inputs.check_size([layer for layer in self.layers if not layer.built], n, self.dtype)
         for layer in self.layers:
             if not layer.built:
                 layer.build(n, self.backend, self.dtype, self.rng)
@@ -274,13 +275,14 @@ class Network:
         Returns
         -------
         History
-            Also kept as ``net.history`` (across calls), even when training stops
-            on a non-finite loss.
+            The epochs of this call. ``net.history`` accumulates every call's
+            epochs (and is saved and restored with checkpoints); both keep the
+            epoch that stopped training on a non-finite loss.
 
         Raises
         ------
         FloatingPointError
-            When the training loss becomes NaN or infinite (names the epoch),
+            When the training loss or a parameter becomes NaN or infinite (names the epoch),
             unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
         """
         with self.backend.scope():  # CuPy: every array on the network's device
@@ -306,8 +308,7 @@ class Network:
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
-        history = History()
-        self.history = history
+        history = History()  # this call's epochs; self.history keeps every call's
         self.stop_training = False
         _call(callbacks, "on_train_begin", self, {})
         n = int(x.shape[0])
@@ -338,11 +339,13 @@ class Network:
                     scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
                     logs.update({f"val_{k}": v for k, v in scores.items()})
                 history.append(epoch, logs)
+                self.history.append(epoch, logs)
                 progress.end_epoch(logs)
                 recorded = len(logs)
                 _call(callbacks, "on_epoch_end", self, epoch, logs)
                 if len(logs) != recorded:
                     history.update_last(logs)
+                    self.history.update_last(logs)
                 if self.stop_training:
                     break
         progress.close()
@@ -388,7 +391,8 @@ class Network:
         several threads, also while another thread runs ``fit``.
         """
         with self.backend.scope():  # CuPy: every array on the network's device
-            return self._predict(inputs.features(self, X), batch_size)
+            x = inputs.features(self, X)
+            return inputs.owned(self._predict(x, batch_size), x, self.backend.xp)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
@@ -504,7 +508,7 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
     ValueError
         If the file is corrupt, truncated, oversized or not an xpnet model.
     """
-    metadata, tensors = checkpoint.read(path, max_bytes=max_bytes)
+    metadata, tensors = checkpoint.read(path, max_bytes=max_bytes, check=serialize.check)
     try:
         return Network.from_state(metadata, tensors, backend=backend, device=device)
     except ValueError as exc:
