@@ -16,7 +16,7 @@ from ..nn.layers import Layer
 from ..nn.losses import Loss, get_loss
 from ..nn.metrics import correct_count, prediction_count
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import inputs, serialize, step
+from . import feed, inputs, serialize, step
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
@@ -104,6 +104,8 @@ class Network:
         self._classification = self.loss.classification
         self.compile = compile
         self._runners: dict[Any, Any] = {}
+        self.communicator: Any = None
+        """The ``distributed=`` communicator of the last ``fit`` (only its rank 0 saves)."""
         if self.layers[0].in_features is not None:
             self.build(self.layers[0].in_features)
 
@@ -239,12 +241,14 @@ class Network:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         epochs: int = 1,
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
+        device_data: bool = True,
+        distributed: Any = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
     ) -> History:
@@ -252,9 +256,13 @@ class Network:
 
         Parameters
         ----------
-        X : array_like, shape (samples, features)
-            NumPy, list, pandas or any backend's array; never modified.
-        y : array_like
+        X : array_like, memmap, batch source or iterable of batches
+            NumPy, list, pandas or any backend's array (never modified); a
+            NumPy memmap or an :mod:`xpnet.data.streams` source, streamed
+            from the host; or batches ``(X_b, y_b)`` / ``(X_b, y_b, w_b)``
+            re-iterated every epoch (a list, a torch ``DataLoader``, a
+            function returning a fresh iterator), with ``y`` left out.
+        y : array_like, optional
             ``(samples,)`` or ``(samples, outputs)``; integer labels or one-hot
             for categorical cross-entropy, 0/1 for binary cross-entropy.
         epochs, batch_size : int
@@ -263,6 +271,18 @@ class Network:
             Reshuffle (with the network's host generator) before each epoch.
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+        device_data : bool
+            False streams in-memory arrays from the host batch by batch, as
+            memmaps always are (the next batch is prepared in the background
+            while the current one trains), instead of copying them whole to
+            the device. The numbers are the same.
+        distributed : Communicator, optional
+            From :func:`xpnet.distributed.init`: every rank passes the same
+            data; each global batch of ``batch_size`` rows is split across
+            ranks and the gradients averaged in one allreduce per step, which
+            gives the single-process result. The initial weights and the host
+            generator come from rank 0; only rank 0 prints and writes
+            checkpoints (``ModelCheckpoint``, ``CSVLogger``, :meth:`save`).
         callbacks : iterable of Callback
             See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
             is added unless one is given.
@@ -285,28 +305,26 @@ class Network:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
-        x = inputs.features(self, X)
-        t = inputs.targets(self, y, int(x.shape[0]))
+        comm = feed.check_communicator(distributed)
+        self.communicator = comm
+        data = feed.plan(
+            self, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
+        )
         val = _validation(self, validation_data)
-        callbacks = list(callbacks)
+        callbacks = feed.root_callbacks(list(callbacks), comm)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
         history = History()  # this call's epochs; self.history keeps every call's
         self.stop_training = False
         _call(callbacks, "on_train_begin", self, {})
-        n = int(x.shape[0])
-        progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
-        judged = prediction_count(t, binary=self._model().binary)
-        run = self._runner()
+        quiet = comm is not None and not comm.is_root
+        progress = Progress(0 if quiet else verbose, data.steps, int(epochs), self.epoch)  # type: ignore[arg-type]
         with self.backend.scope():
             for _ in range(int(epochs)):
                 epoch = self.epoch
                 _call(callbacks, "on_epoch_begin", self, epoch, {})
                 progress.start_epoch(epoch)
-                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress)
-                logs = {"loss": float(total) / n}
-                if self._classification:
-                    logs["accuracy"] = float(correct) / judged
+                logs = data.epoch(self, progress).logs(self._classification)
                 self.epoch += 1
                 if val is not None and math.isfinite(logs["loss"]):
                     scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
@@ -342,6 +360,10 @@ class Network:
         output and a cross-entropy loss they are logits. Safe to call from
         several threads, also while another thread runs ``fit``.
         """
+        if feed.streamed(X, True):
+            with self.backend.scope():
+                parts = [out for _, out, _ in feed.stream_outputs(self, X, batch_size)]
+                return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
         x = inputs.features(self, X)
         with self.backend.scope():
             return inputs.owned(self._predict(x, batch_size), x, self.backend.xp)
@@ -363,8 +385,16 @@ class Network:
             return out
         return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
 
-    def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
-        """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
+    def evaluate(self, X: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
+        """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
+
+        ``X`` may be streamed as in :meth:`fit` (a memmap, a batch source, or
+        batches ``(X_b, y_b[, w_b])`` with ``y`` left out); the loss is then
+        weighted by the batches' sample weights.
+        """
+        if feed.streamed(X, True):
+            with self.backend.scope():
+                return feed.evaluate_stream(self, X, y, batch_size)
         x = inputs.features(self, X)
         with self.backend.scope():
             return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
@@ -388,7 +418,12 @@ class Network:
         return result
 
     def save(self, path: Any) -> None:
-        """Write the network to a safetensors checkpoint, atomically (see :func:`load`)."""
+        """Write the network to a safetensors checkpoint, atomically (see :func:`load`).
+
+        After ``fit(..., distributed=comm)`` only rank 0 writes; the other ranks return.
+        """
+        if self.communicator is not None and not self.communicator.is_root:
+            return
         checkpoint.write(path, *self.state())
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -410,6 +445,7 @@ class Network:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_runners"] = {}  # compiled functions do not pickle; they are rebuilt on use
+        state["communicator"] = None  # an MPI communicator belongs to its processes
         return state
 
     def __repr__(self) -> str:
