@@ -138,7 +138,8 @@ class Ready:
 
     ``share`` is this rank's fraction of the global batch's weight (1 alone);
     ``rows`` the global batch's rows; ``empty`` marks a stand-in row of a rank
-    the batch left without rows.
+    the batch left without rows; ``judged`` counts the predictions accuracy
+    judges here (those of rows with a non-zero weight).
     """
 
     x: Array
@@ -149,6 +150,7 @@ class Ready:
     local_rows: int
     share: float
     empty: bool
+    judged: int = 0
 
 
 class Preparer:
@@ -179,6 +181,7 @@ class Preparer:
         elif w is not None:
             w = w[take]
         to = net.backend.asarray
+        judged = 0 if empty else _judged(net, y[take], w)
         return Ready(
             inputs.scaled(net, to(x[take])),
             to(y[take]),
@@ -188,7 +191,14 @@ class Preparer:
             0 if empty else part.stop - part.start,
             share,
             empty,
+            judged,
         )
+
+
+def _judged(net: Any, y: np.ndarray, w: np.ndarray | None) -> int:
+    rows = int(y.shape[0]) if w is None else int(np.count_nonzero(w))
+    binary = not isinstance(net.loss, CategoricalCrossentropy)
+    return rows * (int(y.shape[1]) if binary and y.ndim > 1 else 1)
 
 
 def _part(comm: Communicator, n: int, w: np.ndarray | None) -> tuple[float, slice, bool]:
@@ -262,7 +272,6 @@ class StreamFeed:
         total: Any = 0.0
         correct: Any = 0
         rows = judged = steps = 0
-        binary = self.model.binary
         with net.backend.scope(), streams.Prefetcher(batches, Preparer(net, self.comm, True)) as ready:
             for b in ready:
                 self.share = b.share
@@ -272,7 +281,7 @@ class StreamFeed:
                 total = total + value * (b.share * b.rows if self.comm is not None else b.rows)
                 if hit is not None and not b.empty:
                     correct = correct + hit
-                    judged += prediction_count(b.y, binary=binary)
+                    judged += b.judged
                 rows += b.rows
                 steps += 1
                 if progress is not None and progress.active:
@@ -280,7 +289,7 @@ class StreamFeed:
         net.optimizer.iterations += steps
         net._publish(params, opt, states)
         if self.comm is not None:
-            correct, judged = _reduce(self.comm, correct, judged)
+            total, correct, judged = _reduce(self.comm, total, correct, judged)
         return EpochResult(total, correct, rows, judged)
 
 
@@ -288,10 +297,10 @@ def _running(total: Any, rows: int) -> Any:
     return lambda: {"loss": float(total) / max(rows, 1)}
 
 
-def _reduce(comm: Communicator, correct: Any, judged: int) -> tuple[float, int]:
-    """Correct and judged predictions summed over ranks (the loss is already global: shares sum to 1)."""
-    both = comm.allreduce_sum(np.array([float(correct), float(judged)]))
-    return float(both[0]), int(both[1])
+def _reduce(comm: Communicator, total: Any, correct: Any, judged: int) -> tuple[float, float, int]:
+    """The loss, correct and judged predictions summed over ranks, in one collective."""
+    sums = comm.allreduce_sum(np.array([float(total), float(correct), float(judged)]))
+    return float(sums[0]), float(sums[1]), int(sums[2])
 
 
 def _built(net: Any, batches: Iterator[streams.Batch]) -> Iterator[streams.Batch]:
