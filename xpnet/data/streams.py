@@ -184,11 +184,77 @@ class ArraySource:
         arrays = Batch(self.X, self.y, self.sample_weight)
         n = self.n_rows
         if rng is None:
-            return (_rows(arrays, slice(i, i + batch_size)) for i in range(0, n, batch_size))
+            return self._in_order(arrays, batch_size)
         bounds = [(i, min(i + self.block_rows, n)) for i in range(0, n, self.block_rows)]
-        indices = (Batch(index) for index in _block_order(n, bounds, rng))
+        indices = (Batch(index) for index in self._released(_block_order(n, bounds, rng), bounds))
         # Rows are gathered batch by batch, so no more than one batch is ever copied.
         return (_gather(arrays, b.x) for b in _rebatch(indices, batch_size))
+
+    def _in_order(self, arrays: Batch, batch_size: int) -> Iterator[Batch]:
+        done = 0
+        for i in range(0, self.n_rows, batch_size):
+            if i - done >= self.block_rows:
+                _release_rows(self.X, done, i)
+                done = i
+            yield _rows(arrays, slice(i, i + batch_size))
+        _release_rows(self.X, done, self.n_rows)
+
+    def _released(self, blocks: Iterator[Any], bounds: Sequence[tuple[int, int]]) -> Iterator[Any]:
+        """Each block's row indices; a memmap's pages of the block before are let go on the way."""
+        last = None
+        for index in blocks:
+            if last is not None:
+                _release_rows(self.X, *last)
+            last = (int(index.min()), int(index.max()) + 1) if len(index) else None
+            yield index
+        if last is not None:
+            _release_rows(self.X, *last)
+
+
+def _release_rows(X: np.ndarray, start: int, stop: int) -> None:
+    """Unmap the resident pages of rows ``[start, stop)`` of a file-backed memmap (Linux ``madvise``).
+
+    Pages of a memmap that have been read count in the process's resident
+    memory until the kernel needs them back; letting each block go once it is
+    read keeps a pass over a file larger than memory at about one block
+    resident. The data stay valid (the pages come back from the page cache or
+    the file when read again); copy-on-write maps (mode ``"c"``), whose pages
+    may hold private changes, and non-contiguous views are left alone.
+    """
+    madvise = _madvise()
+    if madvise is None or not isinstance(X, np.memmap) or X.mode == "c" or not X.flags.c_contiguous:
+        return
+    page = _PAGE
+    first = X.ctypes.data + start * X.strides[0]
+    last = X.ctypes.data + stop * X.strides[0]
+    begin, end = -(-first // page) * page, last // page * page
+    if end > begin:
+        madvise(begin, end - begin, _MADV_DONTNEED)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_MADV_DONTNEED = 4  # Linux
+
+
+def _madvise() -> Any:
+    global _MADVISE
+    if _MADVISE is False:
+        import ctypes
+        import sys
+
+        _MADVISE = None
+        if sys.platform.startswith("linux"):
+            try:
+                function = ctypes.CDLL(None, use_errno=True).madvise
+                function.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                function.restype = ctypes.c_int
+                _MADVISE = function
+            except (OSError, AttributeError):
+                _MADVISE = None
+    return _MADVISE
+
+
+_MADVISE: Any = False
 
 
 def _gather(arrays: Batch, index: np.ndarray) -> Batch:

@@ -286,6 +286,12 @@ class StreamFeed:
                 steps += 1
                 if progress is not None and progress.active:
                     progress.step(steps, _running(total, rows))
+        if steps == 0:
+            raise ValueError(
+                "X gave no batches this epoch; an exhausted iterator (a generator already read) gives "
+                "none: pass a list, a re-iterable such as a torch DataLoader, or a function returning "
+                "a fresh iterator"
+            )
         net.optimizer.iterations += steps
         net._publish(params, opt, states)
         if self.comm is not None:
