@@ -31,6 +31,14 @@ and the chunks of a CSV file, whose chunk order stays as in the file (a text
 file cannot be entered in the middle); a memmap whose one block holds every row
 is shuffled exactly as in-memory arrays are. The same generator state gives the
 same order on every run and every process.
+
+Memory
+------
+A memmap's pages, once read, count in the process's resident memory until the
+kernel wants them back. :class:`ArraySource` lets go of each block's pages when
+it moves on (``madvise(MADV_DONTNEED)`` on Linux: the data stay in the page
+cache and in the file), so a pass over a file larger than memory keeps about
+one block resident (benchmarks/memmap.py).
 """
 
 from __future__ import annotations
@@ -258,7 +266,8 @@ _MADVISE: Any = False
 
 
 def _gather(arrays: Batch, index: np.ndarray) -> Batch:
-    return Batch(*(None if a is None else np.asarray(a[index]) for a in arrays))
+    # np.take: a third of the time of a[index] on rows, and without the GIL while it copies
+    return Batch(*(None if a is None else np.take(np.asarray(a), index, axis=0) for a in arrays))
 
 
 def _host_rows(a: Any, name: str, n: int | None = None) -> np.ndarray:
