@@ -58,6 +58,16 @@ def test_distributed_fit_equals_one_process(comm, backend, batch_size, shuffle):
         np.testing.assert_array_equal(comm.allreduce_sum(w), comm.size * w)
 
 
+def test_a_second_distributed_fit_continues_like_one_process(comm, backend):
+    X, y = data()
+    alone, net = make_net(backend), make_net(backend)
+    for _ in range(2):  # the second call starts from trained weights and optimizer state
+        alone.fit(X, y, epochs=1, batch_size=8, verbose=0)
+        net.fit(X, y, epochs=1, batch_size=8, distributed=comm, verbose=0)
+    assert largest_difference(net, alone) < TOLERANCE
+    assert net.optimizer.iterations == alone.optimizer.iterations
+
+
 def test_distributed_fit_with_sample_weights_from_batches(comm, backend):
     X, y = data(30)
     w = np.random.default_rng(3).uniform(0.0, 2.0, 30)

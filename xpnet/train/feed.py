@@ -163,6 +163,10 @@ class Preparer:
         self.index = 0
 
     def __call__(self, batch: streams.Batch) -> Ready:
+        with self.net.backend.scope():  # this thread's arrays on the network's device (CuPy)
+            return self._prepare(batch)
+
+    def _prepare(self, batch: streams.Batch) -> Ready:
         net, index = self.net, self.index
         self.index += 1
         x = host_features(net, batch.x, index)
@@ -479,7 +483,7 @@ class _InferencePreparer(Preparer):
     def __init__(self, net: Any) -> None:
         super().__init__(net, None, False)
 
-    def __call__(self, batch: streams.Batch) -> Ready:
+    def _prepare(self, batch: streams.Batch) -> Ready:
         net, index = self.net, self.index
         self.index += 1
         x = host_features(net, batch.x, index)
