@@ -556,6 +556,8 @@ def _looks_like_batches(X: Any) -> bool:
     """Iterators, functions and iterables other than arrays; a list counts when it holds array tuples."""
     if isinstance(X, np.ndarray) or hasattr(X, "__array_namespace__") or hasattr(X, "columns"):
         return False
+    if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
+        return False
     if isinstance(X, (list, tuple)):
         first = X[0] if X else None
         return isinstance(first, (tuple, list)) and bool(first) and hasattr(first[0], "ndim")
