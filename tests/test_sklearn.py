@@ -96,3 +96,22 @@ def test_same_random_state_same_model():
     b = XPNetClassifier(epochs=5, random_state=3, backend="numpy").fit(X, y)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == 5
+
+
+def test_alpha_class_weight_and_sample_weight_reach_the_network():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0.3, "spam", "ham")
+    common = {"hidden_layer_sizes": (5,), "epochs": 3, "batch_size": 8, "backend": "numpy", "random_state": 0}
+    clf = XPNetClassifier(alpha=0.4, class_weight={"spam": 3.0}, **common).fit(X, y)
+    assert clf.network_.optimizer.weight_decay == pytest.approx(0.4 / 8)
+    ref = XPNetClassifier(weight_decay=0.05, **common)
+    ref.fit(X, y, sample_weight=np.where(y == "spam", 3.0, 1.0))
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), rtol=1e-12)
+    plain = XPNetRegressor(**common).fit(X, X[:, 0])
+    ones = XPNetRegressor(**common).fit(X, X[:, 0], sample_weight=np.ones(40))
+    np.testing.assert_allclose(plain.predict(X), ones.predict(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="not in y's classes"):
+        XPNetClassifier(class_weight={"eggs": 2.0}, **common).fit(X, y)
+    with pytest.raises(ValueError, match="alpha"):
+        XPNetClassifier(alpha=-1, **common).fit(X, y)

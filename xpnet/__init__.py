@@ -25,6 +25,8 @@ from .nn.losses import (
     get_loss,
 )
 from .nn.metrics import METRICS, Metric, get_metric
+from .nn.normalization import BatchNormalization, LayerNormalization
+from .nn.residual import Residual
 from .optim import schedules
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 from .optim.schedules import cosine_decay, exponential_decay, step_decay, warmup
@@ -52,6 +54,7 @@ __all__ = [
     "AdamW",
     "Backend",
     "BackendUnavailableError",
+    "BatchNormalization",
     "BinaryCrossentropy",
     "CSVLogger",
     "Callback",
@@ -62,6 +65,7 @@ __all__ = [
     "History",
     "Huber",
     "Layer",
+    "LayerNormalization",
     "LearningRateScheduler",
     "Loss",
     "MeanAbsoluteError",
@@ -72,6 +76,7 @@ __all__ = [
     "Optimizer",
     "RMSprop",
     "ReduceLROnPlateau",
+    "Residual",
     "TerminateOnNaN",
     "available_backends",
     "cosine_decay",

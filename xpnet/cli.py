@@ -23,7 +23,8 @@ from .data import (
     standardization,
     train_test_split,
 )
-from .nn.layers import Dense
+from .nn.layers import Activation, Dense, Dropout, Layer
+from .nn.normalization import BatchNormalization
 from .optim.optimizers import OPTIMIZERS, get_optimizer
 from .train.network import Network, load
 
@@ -129,11 +130,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
         y_train = _scale_target(y_train, metadata)
         y_val = _scale_target(y_val, metadata)
-    layers = [Dense(size, settings["activation"]) for size in sizes] + [output]
+    layers = [*_hidden_layers(sizes, settings["activation"], args), output]
     net = Network(
         layers,
         loss=loss,
-        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"]),
+        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=args.weight_decay),
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
@@ -158,6 +159,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
         validation_data=(X_val, y_val),
+        class_weight=_class_weight(args, classification),
         verbose=0 if args.quiet else 1,
     )
     metrics = _metrics(net, X_val, y_val, metadata)
@@ -169,6 +171,29 @@ def cmd_train(args: argparse.Namespace) -> int:
         net.history.plot(args.plot)
         _say(f"saved {args.plot}", args.quiet)
     return 0
+
+
+def _hidden_layers(sizes: list[int], activation: str, args: argparse.Namespace) -> list[Layer]:
+    """Hidden layers: Dense (then BatchNormalization before the activation, then Dropout) per size."""
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.weight_decay < 0:
+        raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    layers: list[Layer] = []
+    for size in sizes:
+        if args.batch_norm:
+            layers += [Dense(size), BatchNormalization(), Activation(activation)]
+        else:
+            layers.append(Dense(size, activation))
+        if args.dropout:
+            layers.append(Dropout(args.dropout))
+    return layers
+
+
+def _class_weight(args: argparse.Namespace, classification: bool) -> str | None:
+    if args.class_weight is not None and not classification:
+        raise UserError("--class-weight applies to classification targets, not to regression")
+    return args.class_weight
 
 
 def _scale_target(y: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
@@ -319,6 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default="model.safetensors",
         help="model file to write (default: model.safetensors)",
+    )
+    train.add_argument(
+        "--batch-norm", dest="batch_norm", action="store_true", help="batch normalization in hidden layers"
+    )
+    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after hidden layers")
+    train.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0, help="L2 penalty")
+    train.add_argument(
+        "--class-weight",
+        dest="class_weight",
+        choices=["balanced"],
+        help="weigh classes by inverse frequency (scikit-learn's 'balanced')",
     )
     train.add_argument("--plot", help="also save loss/metric curves to this PNG")
     train.add_argument("--quiet", action="store_true", help="print only the final metrics")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .backend import to_numpy
 from .nn.layers import Dense
@@ -44,6 +44,8 @@ class _XPNetEstimator(BaseEstimator):
         batch_size: int = 32,
         epochs: int = 200,
         weight_decay: float = 0.0,
+        alpha: float = 0.0,
+        class_weight: Any = None,
         backend: str | None = None,
         device: Any = None,
         dtype: str = "float64",
@@ -57,13 +59,26 @@ class _XPNetEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.epochs = epochs
         self.weight_decay = weight_decay
+        self.alpha = alpha
+        self.class_weight = class_weight
         self.backend = backend
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
-    def _train(self, X: np.ndarray, y: np.ndarray, output: Dense, loss: str) -> None:
+    def _train(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        output: Dense,
+        loss: str,
+        sample_weight: Any = None,
+        class_weight: Any = None,
+    ) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha >= 0:
+            raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
+        batch_size = min(int(self.batch_size), len(X))
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
         layers = [Dense(int(size), self.activation) for size in sizes] + [output]
@@ -71,7 +86,9 @@ class _XPNetEstimator(BaseEstimator):
             layers,
             loss=loss,
             optimizer=get_optimizer(
-                self.optimizer, learning_rate=self.learning_rate, weight_decay=self.weight_decay
+                self.optimizer,
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay + self.alpha / batch_size,
             ),
             backend=self.backend,
             device=self.device,
@@ -82,7 +99,9 @@ class _XPNetEstimator(BaseEstimator):
             X,
             y,
             epochs=self.epochs,
-            batch_size=min(int(self.batch_size), len(X)),
+            batch_size=batch_size,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
             verbose=self.verbose,
         )
         self.loss_curve_ = list(history.history.get("loss", []))
@@ -107,6 +126,13 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
     optimizer : {"adam", "adamw", "sgd", "rmsprop"}
     learning_rate, batch_size, epochs, weight_decay
         Training settings (``batch_size`` is capped at the number of samples).
+    alpha : float
+        L2 penalty as scikit-learn's MLP: ``alpha / 2 * ||W||^2 / batch_size``
+        added to each batch's loss, i.e. ``weight_decay += alpha / batch_size``
+        (here on biases too, where scikit-learn spares them).
+    class_weight : dict, "balanced" or None
+        ``{class label: weight}`` (labels as in ``y``) or ``"balanced"``,
+        multiplied into the sample weights (classifier only).
     backend, device, dtype
         Where and in what precision to train (see :class:`xpnet.Network`).
     random_state : int, RandomState or None
@@ -124,20 +150,36 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
         Training loss per epoch.
     """
 
-    def fit(self, X: Any, y: Any) -> XPNetClassifier:
-        """Train on features ``X`` and class labels ``y``."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetClassifier:
+        """Train on features ``X`` and class labels ``y`` (rows weighted by ``sample_weight``)."""
         X, y = validate_data(self, X, y, dtype=np.float64)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(
                 f"XPNetClassifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r})"
             )
+        weights = self._class_weight()
         if len(self.classes_) == 2:
-            self._train(X, codes.astype(np.float64), Dense(1, "sigmoid"), "binary_crossentropy")
+            output, loss, target = Dense(1, "sigmoid"), "binary_crossentropy", codes.astype(np.float64)
         else:
-            self._train(X, codes, Dense(len(self.classes_), "softmax"), "categorical_crossentropy")
+            output, loss = Dense(len(self.classes_), "softmax"), "categorical_crossentropy"
+            target = codes.astype(np.int64)
+        self._train(X, target, output, loss, sample_weight, weights)
         return self
+
+    def _class_weight(self) -> Any:
+        """``class_weight`` keyed by class position (``classes_`` order), as the network sees labels."""
+        if self.class_weight is None or isinstance(self.class_weight, str):
+            return self.class_weight
+        if not isinstance(self.class_weight, dict):
+            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}")
+        unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight names labels {unknown} that are not in y's classes")
+        return {int(np.flatnonzero(self.classes_ == k)[0]): w for k, w in self.class_weight.items()}
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, one column per class in ``classes_`` order."""
@@ -162,13 +204,17 @@ class XPNetRegressor(RegressorMixin, _XPNetEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X: Any, y: Any) -> XPNetRegressor:
-        """Train on features ``X`` and targets ``y``."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetRegressor:
+        """Train on features ``X`` and targets ``y`` (rows weighted by ``sample_weight``)."""
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
+        if self.class_weight is not None:
+            raise ValueError("class_weight applies to XPNetClassifier, not to a regressor")
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
         y = np.asarray(y, dtype=np.float64)
         self._single_output = y.ndim == 1
         width = 1 if y.ndim == 1 else y.shape[1]
-        self._train(X, y.reshape(len(y), width), Dense(width), "mse")
+        self._train(X, y.reshape(len(y), width), Dense(width), "mse", sample_weight)
         return self
 
     def predict(self, X: Any) -> np.ndarray:

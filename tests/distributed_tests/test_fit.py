@@ -68,6 +68,15 @@ def test_a_second_distributed_fit_continues_like_one_process(comm, backend):
     assert net.optimizer.iterations == alone.optimizer.iterations
 
 
+def test_clipping_acts_on_the_averaged_gradients(comm, backend):
+    X, y = data()
+    alone = make_net(backend, optimizer=xn.SGD(0.5, clip_norm=0.05))
+    alone.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    net = make_net(backend, optimizer=xn.SGD(0.5, clip_norm=0.05))
+    net.fit(X, y, epochs=2, batch_size=8, distributed=comm, verbose=0)
+    assert largest_difference(net, alone) < TOLERANCE
+
+
 def test_distributed_fit_with_sample_weights_from_batches(comm, backend):
     X, y = data(30)
     w = np.random.default_rng(3).uniform(0.0, 2.0, 30)

@@ -58,6 +58,8 @@ class Epoch:
     first_step : int
         The 1-based optimizer step number of the first batch.
     learning_rate : float
+    weight : Array or None
+        Per-row sample weights, whole, on the device (None: every row weighs 1).
     """
 
     x: Array
@@ -67,6 +69,7 @@ class Epoch:
     draw: Callable[[int], Sequence[np.ndarray | None]] | None
     first_step: int
     learning_rate: float
+    weight: Array | None = None
 
     @property
     def rows(self) -> int:
@@ -99,6 +102,7 @@ class EagerRunner:
     def _run(self, carry: Carry, epoch: Epoch, report: Report | None) -> tuple[Carry, Array, Array]:
         xp = self.backend.xp
         x, t, size, n = epoch.x, epoch.t, epoch.batch_size, epoch.rows
+        w = epoch.weight
         order = None if epoch.order is None else xp.asarray(epoch.order, device=self.backend.device)
         params, opt, states = carry
         total: Any = 0.0
@@ -108,12 +112,14 @@ class EagerRunner:
             stop = min(start + size, n)
             if order is None:
                 xb, tb = x[start:stop, ...], t[start:stop, ...]
+                wb = None if w is None else w[start:stop]
             else:  # gathering per batch keeps no shuffled copy of the whole data
                 index = order[start:stop, ...]
                 xb, tb = xp.take(x, index, axis=0), xp.take(t, index, axis=0)
+                wb = None if w is None else xp.take(w, index, axis=0)
             noise = self._noise(epoch, stop - start)
             params, opt, states, value, hit = self.step(
-                params, opt, states, xb, tb, None, noise, number + k, lr, xp=xp, inplace=self.inplace
+                params, opt, states, xb, tb, wb, noise, number + k, lr, xp=xp, inplace=self.inplace
             )
             total = total + value * (stop - start)
             if hit is not None:
@@ -147,6 +153,7 @@ class JaxEpochRunner:
         noise: Any,
         first: Array,
         lr: Array,
+        sample_weight: Array | None,
     ) -> tuple[Any, Any, Any, Array, Array | None]:
         import jax
         import jax.numpy as jnp
@@ -155,6 +162,8 @@ class JaxEpochRunner:
             p, o, s, number = carry
             rows, w, nz = inputs
             xb, tb = jnp.take(x, rows, axis=0), jnp.take(t, rows, axis=0)
+            if sample_weight is not None:
+                w = jnp.take(sample_weight, rows, axis=0) * w
             p, o, s, value, hit = self.step(p, o, s, xb, tb, w, nz, number, lr, xp=jnp, inplace=False)
             return (p, o, s, number + 1), (value, hit)
 
@@ -168,6 +177,8 @@ class JaxEpochRunner:
         """Train one epoch in one compiled call; ``report`` is called once, at its end."""
         dtype = np.dtype(str(epoch.x.dtype))
         index, weight, counts, noise = _static_batches(epoch)
+        if epoch.weight is not None and weight is None:
+            weight = np.ones(index.shape)
         params, opt, states = self.prepare(carry)
         # Host arrays go in as they are: jit places them beside the committed
         # device arrays, far cheaper than a device_put per array.
@@ -183,6 +194,7 @@ class JaxEpochRunner:
             noise,
             np.asarray(epoch.first_step, dtype),
             np.asarray(epoch.learning_rate, dtype),
+            epoch.weight,
         )
         if report is not None:
             report(epoch.steps, total, epoch.rows)

@@ -3,7 +3,7 @@
 A checkpoint's architecture is checked against the tensors it declares, and a
 network's size against the memory there is, before any parameter exists.
 A layer class may define ``parameter_shapes(in_features)`` returning
-``{name: shape}``; the built-in layers are known here.
+``{name: shape}`` (and ``state_shapes`` for its state); the built-in layers are known here.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ def parameter_shapes(layer: Any, in_features: int) -> dict[str, tuple[int, ...]]
     if type(layer) in (Activation, Dropout):
         return {}
     return None
+
+
+def state_shapes(layer: Any, in_features: int) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of ``layer``'s state (running statistics) for ``in_features`` inputs."""
+    own = getattr(layer, "state_shapes", None)
+    if callable(own):
+        return {k: tuple(int(d) for d in v) for k, v in own(in_features).items()}
+    return {}
 
 
 def parameter_count(layers: Any, in_features: int) -> int:

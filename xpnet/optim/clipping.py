@@ -77,3 +77,23 @@ def clip_gradients(
     if clip_norm is not None:
         clipped, _ = clip_by_global_norm(clipped, clip_norm, xp=xp)
     return clipped
+
+
+def gradient_transform(clip_norm: float | None = None, clip_value: float | None = None) -> Any:
+    """A training step's gradient transform clipping every layer's gradients together, or None.
+
+    The transform maps a list of per-layer ``{name: gradient}`` dicts (and
+    ``xp``) to the clipped list, as :func:`clip_gradients` does for a flat list.
+    """
+    if clip_norm is None and clip_value is None:
+        return None
+
+    def transform(grads: Sequence[dict[str, Array]], xp: Any) -> list[dict[str, Array]]:
+        keys = [(i, name) for i, layer in enumerate(grads) for name in layer]
+        flat = clip_gradients([grads[i][name] for i, name in keys], clip_norm, clip_value, xp=xp)
+        out: list[dict[str, Array]] = [{} for _ in grads]
+        for (i, name), value in zip(keys, flat):
+            out[i][name] = value
+        return out
+
+    return transform

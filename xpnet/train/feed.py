@@ -223,9 +223,10 @@ def _part(comm: Communicator, n: int, w: np.ndarray | None) -> tuple[float, slic
 class DeviceFeed:
     """Whole arrays on the device, gathered per batch by the backend's runner (the fast path)."""
 
-    def __init__(self, net: Any, X: Any, y: Any, batch_size: int, shuffle: bool) -> None:
-        self.x = inputs.features(net, X)
-        self.t = inputs.targets(net, y, int(self.x.shape[0]))
+    def __init__(
+        self, net: Any, x: Array, t: Array, batch_size: int, shuffle: bool, weight: Any = None
+    ) -> None:
+        self.x, self.t, self.weight = x, t, weight
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rows = int(self.x.shape[0])
@@ -234,7 +235,9 @@ class DeviceFeed:
         self.run = net._runner()
 
     def epoch(self, net: Any, progress: Any) -> EpochResult:
-        total, correct = net._train_epoch(self.run, self.x, self.t, self.batch_size, self.shuffle, progress)
+        total, correct = net._train_epoch(
+            self.run, self.x, self.t, self.batch_size, self.shuffle, progress, self.weight
+        )
         return EpochResult(total, correct, self.rows, self.judged)
 
 
@@ -257,7 +260,13 @@ class StreamFeed:
         self.share = 1.0
         model = net._model()
         if self.comm is not None:
-            model = step.Model(model.layers, model.loss, model.optimizer, transform=self._allreduce)
+            clip = model.transform  # clipping, if any, acts on the averaged gradients
+
+            def transform(grads: step.Params, xp: Any) -> step.Params:
+                summed = self._allreduce(grads, xp)
+                return summed if clip is None else clip(summed, xp)
+
+            model = step.Model(model.layers, model.loss, model.optimizer, transform=transform)
         self.model = model
         self.step = _step_function(net, model, distributed=self.comm is not None)
 
@@ -441,6 +450,20 @@ def check_communicator(comm: Any) -> Communicator | None:
     )
 
 
+def refuse_in_memory_options(options: dict[str, Any]) -> None:
+    """ValueError naming the options given that need in-memory data on one process."""
+    given = [
+        k
+        for k, v in options.items()
+        if v is not None and not (isinstance(v, (float, int, list, tuple, dict)) and not v)
+    ]
+    if given:
+        raise ValueError(
+            f"{given} need in-memory arrays on one process; with streamed or distributed data give "
+            "sample weights as (X_b, y_b, w_b) batches and validation data as validation_data"
+        )
+
+
 def plan(
     net: Any,
     X: Any,
@@ -450,11 +473,9 @@ def plan(
     shuffle: bool,
     device_data: bool,
     comm: Communicator | None,
-) -> DeviceFeed | StreamFeed:
-    """The feed ``fit`` trains from (see the module docstring)."""
+) -> StreamFeed:
+    """The streamed feed ``fit`` trains from (in-memory data on one process: :class:`DeviceFeed`)."""
     if comm is None or comm.size == 1:
-        if not streamed(X, device_data):
-            return DeviceFeed(net, X, y, batch_size, shuffle)
         return StreamFeed(net, source_of(net, X, y, need_y=True), batch_size, shuffle)
     source = source_of(net, X, y, need_y=True)
     if not net.built:

@@ -13,10 +13,11 @@ from ..backend import Array, Backend, get_backend, to_numpy
 from ..backend.compile import Epoch
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
-from ..nn.losses import Loss, get_loss
-from ..nn.metrics import correct_count, prediction_count
+from ..nn.losses import CategoricalCrossentropy, Loss, get_loss
+from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
+from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import feed, inputs, serialize, step
+from . import feed, inputs, serialize, step, weighting
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
@@ -143,7 +144,8 @@ class Network:
             n = layer.output_features(n)
 
     def _model(self) -> step.Model:
-        return step.Model(tuple(self.layers), self.loss, self.optimizer)
+        transform = gradient_transform(self.optimizer.clip_norm, self.optimizer.clip_value)
+        return step.Model(tuple(self.layers), self.loss, self.optimizer, transform=transform)
 
     def parameter_count(self) -> int:
         """Total number of trainable scalars."""
@@ -222,11 +224,18 @@ class Network:
         return total / n, correct
 
     def _train_epoch(
-        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, progress: Progress | None
+        self,
+        run: Any,
+        x: Array,
+        t: Array,
+        size: int,
+        shuffle: bool,
+        progress: Progress | None,
+        weight: Array | None = None,
     ) -> Any:
         order = self.rng.permutation(int(x.shape[0])) if shuffle else None
         opt = self.optimizer
-        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate)
+        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate, weight)
         report = None
         if progress is not None and progress.active:
 
@@ -247,6 +256,10 @@ class Network:
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        sample_weight: Any = None,
+        class_weight: Any = None,
+        metrics: Sequence[Any] | None = None,
         device_data: bool = True,
         distributed: Any = None,
         callbacks: Iterable[Any] = (),
@@ -271,6 +284,21 @@ class Network:
             Reshuffle (with the network's host generator) before each epoch.
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+        validation_split : float
+            Fraction of rows to validate on instead: the last ``n - floor(n * (1 - s))``
+            rows, taken before any shuffling (not with ``validation_data``).
+        sample_weight : array_like, shape (samples,), optional
+            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``.
+        class_weight : dict or "balanced", optional
+            ``{label: weight}`` multiplied into the sample weights (labels not
+            named weigh 1); ``"balanced"`` as scikit-learn's. With categorical
+            cross-entropy this is torch's ``CrossEntropyLoss(weight=...)``.
+        metrics : list, optional
+            Names (``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"``,
+            ``"auc"``, ``"mae"``, ``"mse"``) or callables ``f(y_true, y_pred)``,
+            logged per epoch under their names (and ``val_`` ones). They are
+            measured on the training rows with the epoch's final weights (no
+            dropout, running statistics), on the device, and read once per epoch.
         device_data : bool
             False streams in-memory arrays from the host batch by batch, as
             memmaps always are (the next batch is prepared in the background
@@ -307,10 +335,24 @@ class Network:
         batch_size = inputs.positive_int("batch_size", batch_size)
         comm = feed.check_communicator(distributed)
         self.communicator = comm
-        data = feed.plan(
-            self, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
-        )
         val = _validation(self, validation_data)
+        self._metric_list(metrics)  # refuse bad names before any work
+        if (comm is not None and comm.size > 1) or feed.streamed(X, device_data):
+            extras = {
+                "validation_split": validation_split,
+                "sample_weight": sample_weight,
+                "class_weight": class_weight,
+                "metrics": metrics,
+            }
+            feed.refuse_in_memory_options(extras)
+            data: Any = feed.plan(
+                self, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
+            )
+        else:
+            x = inputs.features(self, X)
+            t = inputs.targets(self, y, int(x.shape[0]))
+            x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
+            data = feed.DeviceFeed(self, x, t, batch_size, shuffle, weight)
         callbacks = feed.root_callbacks(list(callbacks), comm)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
@@ -326,8 +368,11 @@ class Network:
                 progress.start_epoch(epoch)
                 logs = data.epoch(self, progress).logs(self._classification)
                 self.epoch += 1
+                if metrics and math.isfinite(logs["loss"]):
+                    scores = self._evaluate(data.x, data.t, max(batch_size, 4096), self._metric_list(metrics))
+                    logs.update({k: v for k, v in scores.items() if k not in logs})
                 if val is not None and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
+                    scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
                     logs.update({f"val_{k}": v for k, v in scores.items()})
                 history.append(epoch, logs)
                 self.history.append(epoch, logs)
@@ -342,6 +387,36 @@ class Network:
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
+
+    def _fit_data(
+        self, x: Array, t: Array, val: Any, split: Any, sample_weight: Any, class_weight: Any
+    ) -> tuple[Array, Array, Array | None, Any]:
+        """Training rows, targets and device weights after ``validation_split``; the validation pair."""
+        n = int(x.shape[0])
+        weight = weighting.combined(sample_weight, class_weight, t, n, binary=self._model().binary)
+        train = weighting.split_rows(n, split)
+        if split:
+            if val is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            val = (x[train:, ...], t[train:, ...])
+            x, t = x[:train, ...], t[:train, ...]
+            weight = None if weight is None else weight[:train]
+            if weight is not None and not weight.any():
+                raise ValueError("every training sample has weight 0 after validation_split")
+        if weight is not None:
+            weight = self.backend.asarray(weight, self.dtype)
+        return x, t, weight, val
+
+    def _metric_list(self, metrics: Sequence[Any] | None) -> list[Metric]:
+        if metrics is None:
+            return []
+        if isinstance(metrics, (str, Metric)) or callable(metrics):
+            metrics = [metrics]
+        if isinstance(self.loss, CategoricalCrossentropy):
+            task = "multiclass"
+        else:
+            task = "binary" if self._classification else "regression"
+        return [get_metric(m, task) for m in metrics]
 
     # -- inference -----------------------------------------------------------------------
 
@@ -385,36 +460,49 @@ class Network:
             return out
         return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
 
-    def evaluate(self, X: Any, y: Any = None, *, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate(
+        self, X: Any, y: Any = None, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
+    ) -> dict[str, float]:
         """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
 
+        ``metrics`` as in :meth:`fit` adds their values under their names.
         ``X`` may be streamed as in :meth:`fit` (a memmap, a batch source, or
         batches ``(X_b, y_b[, w_b])`` with ``y`` left out); the loss is then
-        weighted by the batches' sample weights.
+        weighted by the batches' sample weights (metrics need in-memory data).
         """
         if feed.streamed(X, True):
+            feed.refuse_in_memory_options({"metrics": metrics})
             with self.backend.scope():
                 return feed.evaluate_stream(self, X, y, batch_size)
         x = inputs.features(self, X)
+        chosen = self._metric_list(metrics)
         with self.backend.scope():
-            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
+            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size, chosen)
 
-    def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
+    def _evaluate(
+        self, x: Array, t: Array, batch_size: int | None, metrics: Sequence[Metric] = ()
+    ) -> dict[str, float]:
         xp = self.backend.xp
         model = self._model()
         n = int(x.shape[0])
         size = n if batch_size is None else inputs.positive_int("batch_size", batch_size)
         total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+        for metric in metrics:
+            metric.reset()
         for i in range(0, n, size):
             xb, tb = x[i : min(i + size, n), ...], t[i : min(i + size, n), ...]
             value, _, prob, _ = step.loss_terms(model, *self._infer(xb), tb, None, xp)
             total = total + value * xb.shape[0]
             if self._classification:
                 correct = correct + correct_count(prob, tb, xp, binary=model.binary)
+            for metric in metrics:
+                metric.update(prob, tb)
         result = {"loss": float(total) / n}
         if self._classification:
             result["accuracy"] = float(correct) / prediction_count(t, binary=model.binary)
+        for metric in metrics:
+            result.setdefault(metric.name, metric.result())
         return result
 
     def save(self, path: Any) -> None:

@@ -23,7 +23,7 @@ from ..backend import to_numpy
 from ..checkpoint import TensorSpecs, loads_json
 from ..nn.layers import LAYERS, Layer
 from ..nn.losses import Loss, get_loss
-from ..nn.shapes import parameter_shapes
+from ..nn.shapes import parameter_shapes, state_shapes
 from ..optim.optimizers import OPTIMIZERS, Optimizer
 from .history import History
 
@@ -63,6 +63,8 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     for index, layer in enumerate(net.layers):
         for name, value in layer.params.items():
             tensors[f"layers.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
+        for name, value in layer.state.items():
+            tensors[f"state.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
     for key, state in net.optimizer.state.items():
         for name, value in state.items():
             tensors[f"optimizer.{key}.{name}"] = np.ascontiguousarray(to_numpy(value))
@@ -186,6 +188,7 @@ def _layers(specs: Any) -> list[Layer]:
 def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: TensorSpecs) -> None:
     """Every tensor the architecture implies, with its shape, and nothing else."""
     expected: dict[str, tuple[int, ...]] = {}
+    states: dict[str, tuple[int, ...]] = {}
     n = in_features
     for index, layer in enumerate(layers):
         fixed = layer.in_features
@@ -199,8 +202,10 @@ def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: Ten
             shapes = {k.split(".", 2)[2]: s for k, s in declared.items()}
         for name, shape in shapes.items():
             expected[f"layers.{index}.{name}"] = shape
+        states.update({f"state.{index}.{name}": shape for name, shape in state_shapes(layer, n).items()})
         n = layer.output_features(n)
     params = dict(expected)
+    expected.update(states)
     for key, (code, shape) in specs.items():
         if key.startswith("optimizer."):
             slot, _, _ = key[len("optimizer.") :].rpartition(".")
@@ -219,6 +224,9 @@ def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: Ten
     absent = [key for key in params if key not in specs]
     if absent:
         raise ValueError(f"the model file lacks the parameters {absent[:5]}")
+    absent = [key for key in states if key not in specs]
+    if absent:
+        raise ValueError(f"the model file lacks the layer state {absent[:5]}")
 
 
 def _optimizer(spec: Any) -> Optimizer:
@@ -306,6 +314,8 @@ def restore(
     for index, layer in enumerate(net.layers):
         for name in list(layer.params):
             layer.params[name] = net.backend.asarray(tensors[f"layers.{index}.{name}"], net.dtype, copy=True)
+        for name in list(layer.state):
+            layer.state[name] = net.backend.asarray(tensors[f"state.{index}.{name}"], net.dtype, copy=True)
     prefix = "optimizer."
     for key, value in tensors.items():
         if key.startswith(prefix):
