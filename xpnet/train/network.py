@@ -17,7 +17,7 @@ from ..nn.losses import CategoricalCrossentropy, Loss, get_loss
 from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
 from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import inputs, serialize, step, weighting
+from . import feed, inputs, serialize, step, weighting
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
@@ -108,6 +108,8 @@ class Network:
         self._classification = self.loss.classification
         self.compile = compile
         self._runners: dict[Any, Any] = {}
+        self.communicator: Any = None
+        """The ``distributed=`` communicator of the last ``fit`` (only its rank 0 saves)."""
         if self.layers[0].in_features is not None:
             self.build(self.layers[0].in_features)
 
@@ -251,7 +253,7 @@ class Network:
     def fit(
         self,
         X: Any,
-        y: Any,
+        y: Any = None,
         *,
         epochs: int = 1,
         batch_size: int = 32,
@@ -261,6 +263,8 @@ class Network:
         sample_weight: Any = None,
         class_weight: Any = None,
         metrics: Sequence[Any] | None = None,
+        device_data: bool = True,
+        distributed: Any = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
     ) -> History:
@@ -268,9 +272,13 @@ class Network:
 
         Parameters
         ----------
-        X : array_like, shape (samples, features)
-            NumPy, list, pandas or any backend's array; never modified.
-        y : array_like
+        X : array_like, memmap, batch source or iterable of batches
+            NumPy, list, pandas or any backend's array (never modified); a
+            NumPy memmap or an :mod:`xpnet.data.streams` source, streamed
+            from the host; or batches ``(X_b, y_b)`` / ``(X_b, y_b, w_b)``
+            re-iterated every epoch (a list, a torch ``DataLoader``, a
+            function returning a fresh iterator), with ``y`` left out.
+        y : array_like, optional
             ``(samples,)`` or ``(samples, outputs)``; integer labels or one-hot
             for categorical cross-entropy, 0/1 for binary cross-entropy.
         epochs, batch_size : int
@@ -294,6 +302,18 @@ class Network:
             logged per epoch under their names (and ``val_`` ones). They are
             measured on the training rows with the epoch's final weights (no
             dropout, running statistics), on the device, and read once per epoch.
+        device_data : bool
+            False streams in-memory arrays from the host batch by batch, as
+            memmaps always are (the next batch is prepared in the background
+            while the current one trains), instead of copying them whole to
+            the device. The numbers are the same.
+        distributed : Communicator, optional
+            From :func:`xpnet.distributed.init`: every rank passes the same
+            data; each global batch of ``batch_size`` rows is split across
+            ranks and the gradients averaged in one allreduce per step, which
+            gives the single-process result. The initial weights and the host
+            generator come from rank 0; only rank 0 prints and writes
+            checkpoints (``ModelCheckpoint``, ``CSVLogger``, :meth:`save`).
         callbacks : iterable of Callback
             See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
             is added unless one is given.
@@ -325,6 +345,8 @@ class Network:
                 sample_weight=sample_weight,
                 class_weight=class_weight,
                 metrics=metrics,
+                device_data=device_data,
+                distributed=distributed,
                 callbacks=callbacks,
                 verbose=verbose,
             )
@@ -342,49 +364,62 @@ class Network:
         sample_weight: Any,
         class_weight: Any,
         metrics: Sequence[Any] | None,
+        device_data: bool,
+        distributed: Any,
         callbacks: Iterable[Any],
         verbose: int,
     ) -> History:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
-        x = inputs.features(self, X)
-        t = inputs.targets(self, y, int(x.shape[0]))
+        comm = feed.check_communicator(distributed)
+        self.communicator = comm
         val = _validation(self, validation_data)
-        x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
         self._metric_list(metrics)  # refuse bad names before any work
-        callbacks = list(callbacks)
+        if (comm is not None and comm.size > 1) or feed.streamed(X, device_data):
+            extras = {
+                "validation_split": validation_split,
+                "sample_weight": sample_weight,
+                "class_weight": class_weight,
+                "metrics": metrics,
+            }
+            feed.refuse_in_memory_options(extras)
+            data: Any = feed.plan(
+                self, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
+            )
+        else:
+            x = inputs.features(self, X)
+            t = inputs.targets(self, y, int(x.shape[0]))
+            x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
+            data = feed.DeviceFeed(self, x, t, batch_size, shuffle, weight)
+        callbacks = feed.root_callbacks(list(callbacks), comm)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
         history = History()  # this call's epochs; self.history keeps every call's
         self.stop_training = False
         _call(callbacks, "on_train_begin", self, {})
-        n = int(x.shape[0])
-        progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
-        judged = prediction_count(t, binary=self._model().binary)
-        run = self._runner()
+        quiet = comm is not None and not comm.is_root
+        progress = Progress(0 if quiet else verbose, data.steps, int(epochs), self.epoch)  # type: ignore[arg-type]
         # Epochs fuse into one compiled call when nothing needs to run between them.
-        fuse = hasattr(run, "run_epochs") and verbose == 0 and val is None and not metrics
-        fuse = fuse and all(type(c) is TerminateOnNaN for c in callbacks)
+        fuse = isinstance(data, feed.DeviceFeed) and data.fusable and verbose == 0 and val is None
+        fuse = fuse and not metrics and all(type(c) is TerminateOnNaN for c in callbacks)
         done = 0
         while done < int(epochs) and not self.stop_training:
             if fuse:
-                results = self._train_epochs(run, x, t, batch_size, shuffle, int(epochs) - done, weight)
+                results = data.epochs(self, int(epochs) - done)
             else:
                 _call(callbacks, "on_epoch_begin", self, self.epoch, {})
                 progress.start_epoch(self.epoch)
-                results = [self._train_epoch(run, x, t, batch_size, shuffle, progress, weight)]
-            for total, correct in results:
+                results = [data.epoch(self, progress)]
+            for result in results:
                 done += 1
                 epoch = self.epoch
                 if fuse:
                     _call(callbacks, "on_epoch_begin", self, epoch, {})
-                logs = {"loss": float(total) / n}
-                if self._classification:
-                    logs["accuracy"] = float(correct) / judged
+                logs = result.logs(self._classification)
                 self.epoch += 1
                 if metrics and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(x, t, max(batch_size, 4096), self._metric_list(metrics))
+                    scores = self._evaluate(data.x, data.t, max(batch_size, 4096), self._metric_list(metrics))
                     logs.update({k: v for k, v in scores.items() if k not in logs})
                 if val is not None and math.isfinite(logs["loss"]):
                     scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
@@ -474,6 +509,9 @@ class Network:
         several threads, also while another thread runs ``fit``.
         """
         with self.backend.scope():  # CuPy: every array on the network's device
+            if feed.streamed(X, True):
+                parts = [out for _, out, _ in feed.stream_outputs(self, X, batch_size)]
+                return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
             x = inputs.features(self, X)
             return inputs.owned(self._predict(x, batch_size), x, self.backend.xp)
 
@@ -495,12 +533,19 @@ class Network:
         return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
 
     def evaluate(
-        self, X: Any, y: Any, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
+        self, X: Any, y: Any = None, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
     ) -> dict[str, float]:
         """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
 
         ``metrics`` as in :meth:`fit` adds their values under their names.
+        ``X`` may be streamed as in :meth:`fit` (a memmap, a batch source, or
+        batches ``(X_b, y_b[, w_b])`` with ``y`` left out); the loss is then
+        weighted by the batches' sample weights (metrics need in-memory data).
         """
+        if feed.streamed(X, True):
+            feed.refuse_in_memory_options({"metrics": metrics})
+            with self.backend.scope():
+                return feed.evaluate_stream(self, X, y, batch_size)
         chosen = self._metric_list(metrics)
         with self.backend.scope():
             x = inputs.features(self, X)
@@ -533,7 +578,12 @@ class Network:
         return result
 
     def save(self, path: Any) -> None:
-        """Write the network to a safetensors checkpoint, atomically (see :func:`load`)."""
+        """Write the network to a safetensors checkpoint, atomically (see :func:`load`).
+
+        After ``fit(..., distributed=comm)`` only rank 0 writes; the other ranks return.
+        """
+        if self.communicator is not None and not self.communicator.is_root:
+            return
         checkpoint.write(path, *self.state())
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
@@ -555,6 +605,7 @@ class Network:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_runners"] = {}  # compiled functions do not pickle; they are rebuilt on use
+        state["communicator"] = None  # an MPI communicator belongs to its processes
         return state
 
     def __repr__(self) -> str:

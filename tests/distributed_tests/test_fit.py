@@ -1,0 +1,138 @@
+"""fit(..., distributed=comm) equals one process with the same batch_size (shuffling and dropout included).
+
+Every rank also trains the single-process reference itself (``distributed=None``), so each rank
+checks its own result against it; at size 1 the distributed path is the ordinary one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnet as xn
+
+TOLERANCE = 1e-10
+
+
+def make_net(backend, seed=1, dropout=0.3, optimizer="adam"):
+    layers = [xn.Dense(8, "tanh", in_features=5), xn.Dropout(dropout), xn.Dense(3, "softmax")]
+    return xn.Network(
+        layers,
+        loss="categorical_crossentropy",
+        optimizer=optimizer,
+        backend=backend,
+        dtype="float64",
+        seed=seed,
+    )
+
+
+def data(rows=41):
+    rng = np.random.default_rng(7)
+    return rng.normal(size=(rows, 5)), rng.integers(0, 3, rows)
+
+
+def largest_difference(a, b):
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(a.get_weights(), b.get_weights()))
+
+
+def assert_same_history(got, want):
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=TOLERANCE)
+
+
+# 41 rows in batches of 8 leave a last batch of 1 row: ranks beyond the first have none.
+@pytest.mark.parametrize(("batch_size", "shuffle"), [(8, True), (8, False), (6, True), (41, True)])
+def test_distributed_fit_equals_one_process(comm, backend, batch_size, shuffle):
+    X, y = data()
+    alone = make_net(backend)
+    want = alone.fit(X, y, epochs=3, batch_size=batch_size, shuffle=shuffle, verbose=0).history
+    net = make_net(backend)
+    got = net.fit(X, y, epochs=3, batch_size=batch_size, shuffle=shuffle, distributed=comm, verbose=0).history
+    assert largest_difference(net, alone) < TOLERANCE
+    assert_same_history(got, want)
+    # every rank holds the same weights
+    for w in net.get_weights():
+        np.testing.assert_array_equal(comm.allreduce_sum(w), comm.size * w)
+
+
+def test_a_second_distributed_fit_continues_like_one_process(comm, backend):
+    X, y = data()
+    alone, net = make_net(backend), make_net(backend)
+    for _ in range(2):  # the second call starts from trained weights and optimizer state
+        alone.fit(X, y, epochs=1, batch_size=8, verbose=0)
+        net.fit(X, y, epochs=1, batch_size=8, distributed=comm, verbose=0)
+    assert largest_difference(net, alone) < TOLERANCE
+    assert net.optimizer.iterations == alone.optimizer.iterations
+
+
+def test_clipping_acts_on_the_averaged_gradients(comm, backend):
+    X, y = data()
+    alone = make_net(backend, optimizer=xn.SGD(0.5, clip_norm=0.05))
+    alone.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    net = make_net(backend, optimizer=xn.SGD(0.5, clip_norm=0.05))
+    net.fit(X, y, epochs=2, batch_size=8, distributed=comm, verbose=0)
+    assert largest_difference(net, alone) < TOLERANCE
+
+
+def test_distributed_fit_with_sample_weights_from_batches(comm, backend):
+    X, y = data(30)
+    w = np.random.default_rng(3).uniform(0.0, 2.0, 30)
+    w[:4] = 0.0  # rows of weight 0: a rank may have only those in a batch
+    batches = [(X[i : i + 7], y[i : i + 7], w[i : i + 7]) for i in range(0, 30, 7)]
+    alone = make_net(backend, optimizer=xn.SGD(0.1, momentum=0.9))
+    want = alone.fit(batches, epochs=2, verbose=0).history
+    net = make_net(backend, optimizer=xn.SGD(0.1, momentum=0.9))
+    got = net.fit(batches, epochs=2, distributed=comm, verbose=0).history
+    assert largest_difference(net, alone) < TOLERANCE
+    assert_same_history(got, want)
+
+
+def test_distributed_fit_from_a_memmap(comm, backend, tmp_path):
+    X, y = data()
+    path = Path(comm.bcast_object(str(tmp_path))) / "x.npy"
+    if comm.is_root:
+        np.save(path, X)
+    comm.barrier()
+    alone = make_net(backend)
+    alone.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    net = make_net(backend)
+    net.fit(np.load(path, mmap_mode="r"), y, epochs=2, batch_size=8, distributed=comm, verbose=0)
+    assert largest_difference(net, alone) < TOLERANCE
+    comm.barrier()
+
+
+def test_initial_weights_and_generator_come_from_rank_0(comm, backend):
+    X, y = data()
+    net = make_net(backend, seed=None)  # each rank draws its own weights and shuffling
+    net.fit(X, y, epochs=1, batch_size=8, distributed=comm, verbose=0)
+    for w in net.get_weights():
+        np.testing.assert_array_equal(comm.allreduce_sum(w), comm.size * w)
+
+
+def test_only_rank_0_writes_checkpoints(comm, backend, tmp_path, capsys):
+    X, y = data()
+    checkpoint = xn.ModelCheckpoint(tmp_path / "epoch-{epoch}.safetensors", monitor="loss")
+    net = make_net(backend)
+    net.fit(X, y, epochs=2, batch_size=8, distributed=comm, callbacks=[checkpoint], verbose=2)
+    net.save(tmp_path / "final.safetensors")
+    printed = capsys.readouterr()
+    written = sorted(p.name for p in tmp_path.iterdir())
+    if comm.is_root:
+        assert checkpoint.saved and written == [
+            "epoch-1.safetensors",
+            "epoch-2.safetensors",
+            "final.safetensors",
+        ]
+        assert "Epoch 2/2" in printed.err
+    else:
+        assert checkpoint.saved == [] and written == []
+        assert printed.err == "" and printed.out == ""
+
+
+def test_distributed_must_be_a_communicator(backend):
+    X, y = data()
+    with pytest.raises(TypeError, match="distributed must be a communicator"):
+        make_net(backend).fit(X, y, distributed="mpi", verbose=0)
