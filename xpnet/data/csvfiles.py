@@ -118,7 +118,7 @@ def read_table(
     _check_numbers(frame, path)
     gaps = missing_values(frame)
     if gaps:
-        notes.append(f"{path.name} has missing values, imputed: {gaps}")
+        notes.append(f"{path.name} has missing values (features are imputed): {gaps}")
     return frame, notes
 
 

@@ -147,9 +147,7 @@ class TabularEncoder:
         try:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
-            raise ValueError(
-                f"column {spec['name']!r} was numeric in training but holds text here"
-            ) from None
+            raise ValueError(f"column {spec['name']!r} was numeric in training but holds text here") from None
         gaps = ~np.isfinite(values)
         standard = (np.where(gaps, spec["median"], values) - spec["mean"]) / spec["scale"]
         if spec["indicator"]:
@@ -226,7 +224,7 @@ class TargetEncoder:
     def fit(self, column: Any) -> TargetEncoder:
         """Choose the task (if ``"auto"``) and learn classes or scaling from a Series."""
         if column.isna().any():
-            rows = [int(i) for i in np.flatnonzero(column.isna().to_numpy())[:5]]
+            rows = [int(i) + 1 for i in np.flatnonzero(column.isna().to_numpy())[:5]]
             raise ValueError(f"the target {column.name!r} has missing values (data rows {rows})")
         if self.task == "auto":
             self.task = infer_task(column)

@@ -92,7 +92,8 @@ class Network:
         self.input_scaling: dict[str, Any] | None = None
         """``{"mean": [...], "scale": [...]}`` applied to every input as ``(x - mean) / scale``."""
         self.metadata: dict[str, Any] = {}
-        """Free-form JSON-able facts saved with the network (feature names, classes, ...)."""
+        """JSON-able facts saved with the network; the keys ``feature_names``, ``encoder``,
+        ``target_scaling`` and ``classes`` change what it does (see :mod:`xpnet.train.inputs`)."""
         self._classification = self.loss.classification
         if self.layers[0].in_features is not None:
             self.build(self.layers[0].in_features)
@@ -265,6 +266,7 @@ class Network:
         validation_data: tuple[Any, Any] | None = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
+        preprocess: str | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches.
 
@@ -286,6 +288,12 @@ class Network:
             is added unless one is given.
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        preprocess : {None, "auto", "always"}
+            ``"auto"``: a DataFrame with text, categorical, boolean columns or
+            gaps is encoded by a fitted :class:`~xpnet.data.tabular.TabularEncoder`
+            (``"always"``: every DataFrame), and a regression target is
+            standardized, ``predict`` answering in its units. Both are saved
+            with the network (see :mod:`xpnet.train.inputs`).
 
         Returns
         -------
@@ -302,6 +310,7 @@ class Network:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
+        inputs.prepare(self, X, y, preprocess)
         x = inputs.features(self, X)
         t = inputs.targets(self, y, int(x.shape[0]))
         val = None
@@ -376,7 +385,7 @@ class Network:
         output and a cross-entropy loss they are logits.
         """
         x = inputs.features(self, X)
-        return self._predict(x, batch_size)
+        return inputs.outputs(self, self._predict(x, batch_size))
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
