@@ -89,8 +89,8 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None) -> None:
         values = np.asarray(to_numpy(y) if not hasattr(y, "to_numpy") else y.to_numpy(), dtype=np.float64)
         scale = values.std(axis=0)
         meta["target_scaling"] = {
-            "mean": values.mean(axis=0).tolist(),
-            "scale": np.where(scale > 0, scale, 1.0).tolist(),
+            "mean": np.atleast_1d(values.mean(axis=0)).tolist(),
+            "scale": np.atleast_1d(np.where(scale > 0, scale, 1.0)).tolist(),
         }
 
 
