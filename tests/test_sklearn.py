@@ -96,3 +96,110 @@ def test_same_random_state_same_model():
     b = XPNetClassifier(epochs=5, random_state=3, backend="numpy").fit(X, y)
     np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
     assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == 5
+
+
+def _iris():
+    X, y = load_iris(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def test_partial_fit_needs_classes_first_and_trains_one_epoch_per_call(backend):
+    X, y = _iris()
+    model = XPNetClassifier(
+        hidden_layer_sizes=(16,), learning_rate=0.01, backend=backend.name, device=backend.device_spec
+    )
+    with pytest.raises(ValueError, match="classes must be passed"):
+        model.partial_fit(X[:10], y[:10])
+    model.partial_fit(X[:10], y[:10], classes=[0, 1, 2])  # the first rows hold class 0 only
+    assert list(model.classes_) == [0, 1, 2] and model.n_iter_ == 1
+    network = model.network_
+    for _ in range(30):
+        model.partial_fit(X, y)
+    assert model.network_ is network and model.n_iter_ == 31 and model.score(X, y) > 0.9
+
+
+def test_warm_start_continues_the_same_network():
+    X, y = _iris()
+    model = XPNetClassifier(epochs=3, warm_start=True, tol=0.0, random_state=0, backend="numpy")
+    model.fit(X, y)
+    first = model.network_
+    model.fit(X, y)
+    assert model.network_ is first and model.n_iter_ == 6 and len(model.loss_curve_) == 6
+    cold = XPNetClassifier(epochs=3, tol=0.0, random_state=0, backend="numpy").fit(X, y)
+    cold.fit(X, y)
+    assert cold.n_iter_ == 3
+
+
+def test_training_loss_plateau_stops_after_n_iter_no_change():
+    X, y = _iris()
+    model = XPNetClassifier(epochs=100, tol=10.0, n_iter_no_change=4, random_state=0, backend="numpy")
+    model.fit(X, y)  # no epoch improves the loss by 10: the fifth epoch ends training
+    assert model.n_iter_ == 5
+    assert XPNetClassifier(epochs=7, tol=0.0, random_state=0, backend="numpy").fit(X, y).n_iter_ == 7
+
+
+def test_early_stopping_holds_back_validation_fraction(backend):
+    X, y = _iris()
+    model = XPNetClassifier(
+        epochs=300,
+        learning_rate=0.05,
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=3,
+        random_state=0,
+        backend=backend.name,
+        device=backend.device_spec,
+    )
+    model.fit(X, y)
+    assert model.n_iter_ < 300 and len(model.validation_loss_curve_) == model.n_iter_
+    assert model.best_validation_loss_ == min(model.validation_loss_curve_)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        model.set_params(validation_fraction=1.5).fit(X, y)
+
+
+def test_regressor_scales_its_target(backend):
+    X, y = make_regression(n_samples=200, n_features=3, noise=1.0, random_state=0)
+    y = 1e6 + 1e4 * y / y.std()  # far from the unit scale a network trains well on
+    model = XPNetRegressor(
+        hidden_layer_sizes=(16,),
+        epochs=60,
+        learning_rate=0.01,
+        random_state=0,
+        backend=backend.name,
+        device=backend.device_spec,
+    )
+    model.fit(X, y)
+    scaling = model.network_.metadata["target_scaling"]
+    assert scaling["mean"] == [pytest.approx(y.mean())] and scaling["scale"] == [pytest.approx(y.std())]
+    assert model.score(X, y) > 0.95
+
+
+ARRAY_API_SCRIPT = """
+import numpy as np, sklearn, torch
+from sklearn.datasets import load_iris
+from xpnet.sklearn import XPNetClassifier, XPNetRegressor
+sklearn.set_config(array_api_dispatch=True)
+X, y = load_iris(return_X_y=True)
+X = (X - X.mean(axis=0)) / X.std(axis=0)
+Xt, yt = torch.asarray(X), torch.asarray(y)
+model = XPNetClassifier(hidden_layer_sizes=(8,), epochs=20, random_state=0, backend="numpy").fit(Xt, yt)
+prob = model.predict_proba(Xt)
+assert isinstance(prob, torch.Tensor) and prob.shape == (150, 3), type(prob)
+assert isinstance(model.predict(Xt), torch.Tensor)
+reg = XPNetRegressor(hidden_layer_sizes=(8,), epochs=5, random_state=0, backend="numpy").fit(Xt, Xt[:, 0])
+assert isinstance(reg.predict(Xt), torch.Tensor)
+print("ok")
+"""
+
+
+def test_any_backend_arrays_under_array_api_dispatch():
+    pytest.importorskip("torch")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SCIPY_ARRAY_API": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, "-c", ARRAY_API_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

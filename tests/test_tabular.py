@@ -168,7 +168,9 @@ def test_network_fits_penguins_with_preprocess_auto(backend, tmp_path):
     net.save(tmp_path / "p.safetensors")
     loaded = xn.load(tmp_path / "p.safetensors", backend=backend)
     reordered = X[list(reversed(X.columns))]
-    np.testing.assert_allclose(xn.to_numpy(loaded.predict(reordered)), xn.to_numpy(net.predict(X)), atol=1e-12)
+    np.testing.assert_allclose(
+        xn.to_numpy(loaded.predict(reordered)), xn.to_numpy(net.predict(X)), atol=1e-12
+    )
 
 
 def test_regression_predicts_in_the_target_units(backend, tmp_path):
