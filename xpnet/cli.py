@@ -172,7 +172,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"backend {net.backend.name} ({net.backend.device}), {args.dtype}",
         args.quiet,
     )
-    callbacks: list[Any] = [_EpochLines(encoder, args.quiet)]
+    callbacks: list[Any] = [_EpochLines(encoder, args.quiet, "held_back_" if early else "val_")]
     if early:
         callbacks.insert(0, EarlyStopping(patience=settings["patience"], restore_best_weights=True))
     net.fit(
@@ -230,27 +230,29 @@ def _stopped(stopper: EarlyStopping, net: Network) -> str:
 
 
 class _EpochLines(Callback):
-    """One line per epoch (the first five, then every tenth) in the target's units."""
+    """One line per epoch (the first five, then every tenth) in the target's units.
 
-    def __init__(self, encoder: TargetEncoder, quiet: bool) -> None:
+    ``val`` names the validation part: ``"held_back_"`` (the rows that decide
+    when to stop) or ``"val_"`` (the held-out rows, when nothing is held back).
+    """
+
+    def __init__(self, encoder: TargetEncoder, quiet: bool, val: str) -> None:
         self.scale = encoder.scaling.get("scale", 1.0)
         self.quiet = quiet
+        self.val = val
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         if self.quiet or not (epoch < 5 or (epoch + 1) % 10 == 0):
             return
         if net._classification:
-            shown = logs
+            shown = dict(logs)
         else:  # the network trains on the standardized target; say it in the target's units
-            shown = {
-                ("val_rmse" if key.startswith("val_") else "rmse"): float(np.sqrt(v)) * self.scale
-                for key, v in logs.items()
-                if key in ("loss", "val_loss")
-            }
-        body = " - ".join(
-            f"{key}: {v:.4f}" if "accuracy" in key else f"{key}: {v:.4g}" for key, v in shown.items()
-        )
-        print(f"Epoch {epoch + 1}: {body}", flush=True)
+            shown = {key.replace("loss", "rmse"): float(np.sqrt(logs[key])) * self.scale for key in logs}
+        parts = [
+            f"{key.replace('val_', self.val)}: " + (f"{v:.3f}" if "accuracy" in key else f"{v:.4g}")
+            for key, v in shown.items()
+        ]
+        print(f"Epoch {epoch + 1}: {' - '.join(parts)}", flush=True)
 
 
 def _metrics(net: Network, X: Any, y: np.ndarray) -> dict[str, float]:
