@@ -14,7 +14,8 @@ network). These keys of ``net.metadata`` change what the network does:
 ``"target_scaling"``
     ``{"mean", "scale"}`` of a regression target: targets given to ``fit`` and
     ``evaluate`` are standardized with it, and ``predict`` answers
-    ``output * scale + mean``, in the target's own units.
+    ``output * scale + mean``, in the target's own units. Losses (``fit``'s
+    history, ``evaluate``) stay those of the standardized target it trains on.
 ``"classes"``
     The class labels by output index, for faces that name classes (the CLI,
     scikit-learn); ``predict`` itself returns probabilities.

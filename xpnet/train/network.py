@@ -382,7 +382,9 @@ class Network:
         """Outputs after the final activation, on the network's backend.
 
         With a final sigmoid/softmax these are probabilities; with a linear
-        output and a cross-entropy loss they are logits.
+        output and a cross-entropy loss they are logits. A network with a
+        ``target_scaling`` (see :mod:`xpnet.train.inputs`) answers in the
+        target's units.
         """
         x = inputs.features(self, X)
         return inputs.outputs(self, self._predict(x, batch_size))
