@@ -146,16 +146,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     classification = encoder.task == "classification"
     features = frame.drop(columns=[target])
     labels = encoder.transform(frame[target]) if classification else frame[target].to_numpy(np.float64)
-    n, k = len(labels), len(encoder.classes)
-    held_out = args.val_split > 0 and n * args.val_split >= max(2, k)
-    train, test = _split(labels, args.val_split, args.seed, classification) if held_out else (None, None)
-    train = np.arange(n) if train is None else train
-    early = settings["patience"] > 0 and len(train) * STOP_FRACTION >= max(2, k)
-    if early:
-        kept, back = _split(labels[train], STOP_FRACTION, args.seed + 1, classification)
-        fit, stop = train[kept], train[back]
-    else:
-        fit, stop = train, (test if test is not None else train)
+    k = len(encoder.classes)
+    train, test, fit, stop = _rows(labels, k, args, settings["patience"], classification)
+    early = stop is not None
+    stop = stop if early else (test if test is not None else train)
     net = _network(args, settings, encoder)
     net.metadata = {
         "target_name": target,
@@ -165,7 +159,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     what = f"{k} classes" if classification else "regression"
     split = (
-        f"{len(train)} train / {len(test)} held-out" if test is not None else f"{n} rows, no held-out part"
+        f"{len(train)} train / {len(test)} held-out"
+        if test is not None
+        else f"{len(labels)} rows, no held-out part"
     )
     _say(
         f"Training on {args.data}: {split}, {features.shape[1]} columns, {what}; "
@@ -197,6 +193,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         net.history.plot(args.plot)
         _say(f"saved {args.plot}", args.quiet)
     return 0
+
+
+def _rows(
+    labels: np.ndarray, k: int, args: argparse.Namespace, patience: int, classification: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Row numbers: training, held-out (None if too few rows), fitted on, and held back to stop on
+    (None without early stopping)."""
+    n = len(labels)
+    train, test = np.arange(n), None
+    if args.val_split > 0 and n * args.val_split >= max(2, k):
+        train, test = _split(labels, args.val_split, args.seed, classification)
+    if patience <= 0 or len(train) * STOP_FRACTION < max(2, k):
+        return train, test, train, None
+    kept, back = _split(labels[train], STOP_FRACTION, args.seed + 1, classification)
+    return train, test, train[kept], train[back]
 
 
 def _network(args: argparse.Namespace, settings: dict[str, Any], encoder: TargetEncoder) -> Network:
