@@ -4,9 +4,9 @@
 runs the GPU session (it skips, and passes, where no CUDA device exists).
 
 The CPU sessions (all but ``lint``) share one environment, ``.nox/shared``, with
-every CPU backend and the reference torch in it: torch is installed once, not once
-per session (about 1.5 GB on disk instead of 7). It is reinstalled when
-pyproject.toml or this file changes.
+every CPU backend, the reference torch and the ``mpi`` extra (mpi4py, mpich) in
+it: torch is installed once, not once per session (about 1.5 GB on disk instead
+of 7). It is reinstalled when pyproject.toml or this file changes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ REFERENCES = ["torch==2.13.0"]
 CPU_BACKENDS = [name for name in BACKENDS if name != "cupy"]
 SHARED = Path(".nox") / "shared"
 
-nox.options.sessions = ["lint", "typecheck", *(f"tests-{name}" for name in CPU_BACKENDS), "examples"]
+nox.options.sessions = [
+    "lint",
+    "typecheck",
+    *(f"tests-{name}" for name in CPU_BACKENDS),
+    "tests-mpi",
+    "examples",
+]
 
 
 @nox.session
@@ -49,7 +55,7 @@ def lint(session: nox.Session) -> None:
 def _shared(session: nox.Session) -> str:
     """The shared environment's python, created or brought up to date with pyproject.toml."""
     python = SHARED / "bin" / "python"
-    packages = ["-e", ".[test]", "mypy", *REFERENCES]
+    packages = ["-e", ".[test,mpi]", "mypy", *REFERENCES]
     packages += [p for name in CPU_BACKENDS for p in BACKENDS[name] if p not in packages]
     wanted = hashlib.sha256(
         (Path("pyproject.toml").read_text() + Path(__file__).read_text()).encode()
@@ -98,6 +104,23 @@ def _tests(backend: str) -> None:
 
 for _name in BACKENDS:
     _tests(_name)
+
+
+@nox.session(name="tests-mpi", venv_backend="none")
+def tests_mpi(session: nox.Session) -> None:
+    """tests/distributed_tests under mpiexec with 2 and 3 ranks (mpich from pip), on numpy and torch."""
+    python = _shared(session)
+    # The shared environment's bin/ first on PATH: run_mpi.py finds its mpiexec there.
+    path = f"{(SHARED / 'bin').resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
+    backends = ["--backend", "numpy", "--backend", "torch"]
+    session.run(
+        python,
+        "tests/distributed_tests/run_mpi.py",
+        *backends,
+        *session.posargs,
+        env={"PATH": path},
+        external=True,
+    )
 
 
 @nox.session(venv_backend="none")

@@ -295,11 +295,11 @@ def run_sklearn(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]
     return lambda: model.partial_fit(X, y)
 
 
-def run_jax(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+def _jax_update(cfg: Config) -> Callable:
+    """The pure training step a JAX user writes: gather, forward, loss, jax.grad, SGD or Adam."""
     import jax
     import jax.numpy as jnp
 
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in initial_weights(cfg)]
     binary = cfg.name == "tiny"
     act = jax.nn.relu if cfg.hidden == "relu" else jnp.tanh
 
@@ -312,52 +312,74 @@ def run_jax(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
             return jnp.mean(jnp.maximum(z, 0) - z * t + jnp.log1p(jnp.exp(-jnp.abs(z))))
         return -jnp.mean(jnp.sum(t * jax.nn.log_softmax(z), axis=1))
 
-    if cfg.optimizer == "sgd":
-
-        @jax.jit
-        def step(state, x, t):
+    def update(state, X, T, idx):
+        x, t = X[idx], T[idx]  # the batch gather runs inside the compiled step
+        if cfg.optimizer == "sgd":
             grads = jax.grad(loss_fn)(state, x, t)
             return jax.tree_util.tree_map(lambda p, g: p - cfg.lr * g, state, grads)
+        p, m, v, k = state
+        g = jax.grad(loss_fn)(p, x, t)
+        k = k + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
+        c1, c2 = 1 - 0.9**k, 1 - 0.999**k
+        p = jax.tree_util.tree_map(
+            lambda p, m, v: p - cfg.lr / c1 * m / (jnp.sqrt(v) / jnp.sqrt(c2) + 1e-8), p, m, v
+        )
+        return p, m, v, k
 
-        state = params
-    else:
+    return update
 
-        @jax.jit
-        def step(state, x, t):
-            p, m, v, k = state
-            g = jax.grad(loss_fn)(p, x, t)
-            k = k + 1
-            m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, g)
-            v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, g)
-            c1, c2 = 1 - 0.9**k, 1 - 0.999**k
-            p = jax.tree_util.tree_map(
-                lambda p, m, v: p - cfg.lr / c1 * m / (jnp.sqrt(v) / jnp.sqrt(c2) + 1e-8), p, m, v
-            )
-            return p, m, v, k
 
+def run_jax(cfg: Config, X: np.ndarray, y: np.ndarray, scan: bool) -> Callable[[], None]:
+    """JAX as its users write it: the whole update under jax.jit with donated state.
+
+    ``scan=False`` (jax-step) calls the jitted step once per batch with the batch's
+    indices; ``scan=True`` (jax-scan) runs every full batch of a timed pass in one
+    jitted ``lax.scan`` (a ragged last batch is one more step call), so no Python runs
+    per step. Either way the data set and labels live on the device and only index
+    arrays travel.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    update = _jax_update(cfg)
+    step = jax.jit(update, donate_argnums=0)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def steps(state, X, T, batches):
+        return jax.lax.scan(lambda s, idx: (update(s, X, T, idx), None), state, batches)[0]
+
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in initial_weights(cfg)]
+    state = params
+    if cfg.optimizer == "adam":
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        state = (params, zeros, zeros, 0)
+        state = (params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params), jnp.asarray(0, jnp.int32))
+    binary = cfg.name == "tiny"
     T = y.reshape(-1, 1).astype(np.float32) if binary else np.eye(cfg.sizes[-1], dtype=np.float32)[y]
     Xj, Tj = jnp.asarray(X), jnp.asarray(T)
+    n, batch = len(X), cfg.batch
+    full = n - n % batch
     rng = np.random.default_rng(0)
     holder = [state]
 
-    def epoch() -> None:
-        order = jnp.asarray(rng.permutation(len(X)))
+    def train(epochs: int) -> None:
         s = holder[0]
-        for start in range(0, len(X), cfg.batch):
-            idx = order[start : start + cfg.batch]
-            s = step(s, Xj[idx], Tj[idx])
-        jax.block_until_ready(s)
-        holder[0] = s
+        orders = [rng.permutation(n).astype(np.int32) for _ in range(epochs)]
+        if not scan:
+            for order in orders:
+                for start in range(0, n, batch):
+                    s = step(s, Xj, Tj, order[start : start + batch])
+        elif full == n:  # no ragged batch: every epoch of the pass in one scan
+            s = steps(s, Xj, Tj, np.concatenate(orders).reshape(-1, batch))
+        else:
+            for order in orders:
+                s = steps(s, Xj, Tj, order[:full].reshape(-1, batch))
+                s = step(s, Xj, Tj, order[full:])
+        holder[0] = jax.block_until_ready(s)
 
-    epoch()
-
-    def repeat() -> None:
-        for _ in range(cfg.epochs):
-            epoch()
-
-    return repeat
+    train(cfg.epochs)  # warm-up: compiles every shape the timed passes use
+    return functools.partial(train, cfg.epochs)
 
 
 def peak_memory(make: Callable[[], Callable[[], None]]) -> float:
@@ -375,6 +397,168 @@ def peak_memory(make: Callable[[], Callable[[], None]]) -> float:
     return peak / 2**20
 
 
+PEERS = {
+    "numpy": ("numpy-loop",),
+    "jax": ("jax-scan", "jax-step"),
+    "torch": ("torch-cpu",),
+    "cupy": ("torch-cuda",),
+}
+"""Each xpnet backend's own hand-written code; the ratio column divides by the fastest in the run."""
+
+TARGETS = [  # (config, numerator, denominator, target speed ratio)
+    ("mnist", "xpnet[numpy]", "numpy-loop", 1.0),
+    ("mnist", "xpnet[jax]", "jax peer", 0.9),
+    ("mnist", "xpnet[torch]", "torch-cpu", 0.95),
+    ("tiny", "xpnet[numpy]", "numpy-loop", 0.7),
+    ("tiny", "xpnet[jax]", "numpy-loop", 5.0),
+    ("mnist", "fastest xpnet", "torch-cpu", 1.5),
+]
+
+
+def runners(
+    cfg: Config, backends: list[str], peers: list[str]
+) -> dict[str, Callable[[], Callable[[], None]]]:
+    """Labelled makers, xpnet on each backend, each beside its peer, so repeats interleave them."""
+    X, y = make_data(cfg)
+    gpu = "cupy" in backends
+    makers: dict[str, Callable[[], Callable[[], None]]] = {}
+    for backend in backends:
+        makers[f"xpnet[{backend}]"] = functools.partial(run_xpnet, cfg, X, y, backend)
+        if backend == "numpy" and "numpy-loop" in peers:
+            makers["numpy-loop"] = functools.partial(run_handwritten, cfg, X, y)
+        if backend == "jax" and "jax" in peers:
+            makers["jax-scan"] = functools.partial(run_jax, cfg, X, y, True)
+            makers["jax-step"] = functools.partial(run_jax, cfg, X, y, False)
+        if backend in ("torch", "cupy") and "torch" in peers:
+            device = "cuda" if gpu else "cpu"
+            makers[f"torch-{device}"] = functools.partial(run_torch, cfg, X, y, device)
+    if "numpy-loop" in peers and not gpu:
+        makers.setdefault("numpy-loop", functools.partial(run_handwritten, cfg, X, y))
+    if "torch" in peers:
+        device = "cuda" if gpu else "cpu"
+        makers.setdefault(f"torch-{device}", functools.partial(run_torch, cfg, X, y, device))
+    if "jax" in peers and not gpu and "jax-scan" not in makers:
+        try:
+            import jax  # noqa: F401
+
+            makers["jax-scan"] = functools.partial(run_jax, cfg, X, y, True)
+        except ImportError:
+            pass
+    if "sklearn" in peers and not gpu and cfg.name in ("mnist", "adam"):
+        makers["sklearn"] = functools.partial(run_sklearn, cfg, X, y)
+    return makers
+
+
+def measure(cfg: Config, backends: list[str], peers: list[str], repeats: int) -> list[dict]:
+    """Interleaved timed repeats of every runner of one configuration; one row per runner."""
+    name = cfg.name
+    makers = runners(cfg, backends, peers)
+    runs = {label: make() for label, make in makers.items()}
+    times: dict[str, list[float]] = {label: [] for label in runs}
+    peaks = []  # the machine drifts: sample the matmul peak between repeats too
+    for _ in range(repeats):
+        peaks.append(matmul_peak(repeats=3))
+        for label, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds = time.perf_counter() - start
+            times[label].append(seconds)
+            print(json.dumps({"config": name, "framework": label, "seconds": round(seconds, 5)}), flush=True)
+    memory = {}
+    if "cupy" not in backends and name != "tiny":  # tracemalloc sees NumPy's allocations only
+        for label in ("xpnet[numpy]", "numpy-loop"):
+            if label in makers:
+                memory[label] = peak_memory(makers[label])
+    work = cfg.epochs * (cfg.samples if name != "tiny" else 1)
+    steps = cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)
+    peak = statistics.median(peaks)
+    print(json.dumps({"config": name, "matmul_peak_gflops": round(peak, 1)}))
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    rows = []
+    for label, values in times.items():
+        med = medians[label]
+        rate = work / med
+        gflops = rate * flops_per_sample(cfg) * (cfg.batch if name == "tiny" else 1) / 1e9
+        mine = [p for p in PEERS.get(label[6:-1], ()) if p in medians] if label.startswith("xpnet[") else []
+        peer = min(mine, key=medians.__getitem__) if mine else ""
+        rows.append(
+            {
+                "config": name,
+                "framework": label,
+                "rate": rate,
+                "unit": "steps/s" if name == "tiny" else "samples/s",
+                "median_s": med,
+                "spread": f"{min(values):.3f}-{max(values):.3f}",
+                "peer": peer,
+                "vs_peer": medians[peer] / med if peer else None,
+                "peak_fraction": gflops / peak,
+                "mem_mib": memory.get(label),
+                "peak_gflops": peak,
+                "us_per_step": med / steps * 1e6,
+            }
+        )
+        print(json.dumps({"config": name, "framework": label, "median_rate": rate, "unit": rows[-1]["unit"]}))
+    return rows
+
+
+def print_table(table: list[dict], repeats: int) -> None:
+    print()
+    print(f"float32; medians of {repeats} interleaved repeats; matmul peak sampled with each config")
+    print()
+    print(
+        "| config | framework | rate | µs/step | peer | xpnet / peer (speed) | % of matmul peak (GFLOP/s) "
+        "| peak MiB |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for row in table:
+        mem = f"{row['mem_mib']:.1f}" if row["mem_mib"] is not None else ""
+        ratio = f"{row['vs_peer']:.2f}x" if row["vs_peer"] is not None else ""
+        peak_share = f"{100 * row['peak_fraction']:.0f}% ({row['peak_gflops']:.0f})"
+        print(
+            f"| {row['config']} | {row['framework']} | {row['rate']:,.0f} {row['unit']} "
+            f"| {row['us_per_step']:.0f} | {row['peer']} | {ratio} | {peak_share} | {mem} |"
+        )
+
+
+def print_ratios(table: list[dict]) -> None:
+    """The cross ratios the targets of issue 9 name, each A / B as speed (B's time over A's)."""
+    rows = {(r["config"], r["framework"]): r for r in table}
+    lines = []
+    for config, ours, peer, target in TARGETS:
+        if ours == "fastest xpnet":
+            mine = [r for (c, f), r in rows.items() if c == config and f.startswith("xpnet[")]
+            if not mine:
+                continue
+            best = min(mine, key=lambda r: r["median_s"])
+            ours, a = f"fastest xpnet ({best['framework']})", best
+        elif (config, ours) in rows:
+            a = rows[(config, ours)]
+        else:
+            continue
+        if peer == "jax peer":
+            jax_rows = [rows[(config, p)] for p in PEERS["jax"] if (config, p) in rows]
+            peer = min(jax_rows, key=lambda r: r["median_s"])["framework"] if jax_rows else peer
+        b = rows.get((config, peer))
+        if b is not None:
+            ratio = b["median_s"] / a["median_s"]
+            met = "yes" if ratio >= target else "no"
+            lines.append(f"| {config} | {ours} / {peer} | {ratio:.2f}x | ≥ {target}x | {met} |")
+    for config in ("mnist", "adam", "wide"):
+        a, b = rows.get((config, "xpnet[numpy]")), rows.get((config, "numpy-loop"))
+        if a and b and a["mem_mib"] is not None and b["mem_mib"] is not None:
+            ratio = a["mem_mib"] / b["mem_mib"]
+            met = "yes" if ratio <= 1.2 else "no"
+            lines.append(
+                f"| {config} | peak MiB xpnet[numpy] / numpy-loop | {ratio:.2f}x "
+                f"({a['mem_mib']:.1f} / {b['mem_mib']:.1f}) | ≤ 1.2x | {met} |"
+            )
+    if lines:
+        print()
+        print("| config | ratio | measured | target | met? |")
+        print("| --- | --- | --- | --- | --- |")
+        print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -382,96 +566,28 @@ def main() -> None:
     parser.add_argument(
         "--configs", nargs="*", default=["mnist", "wide", "tiny", "adam"], choices=list(CONFIGS)
     )
-    parser.add_argument("--backend", default="numpy", help="xpnet backend (numpy on CPU, cupy on a GPU)")
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        action="extend",
+        help="xpnet backends, each beside its own peer (default numpy; cupy on a GPU)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peers", nargs="*", default=["numpy-loop", "torch", "sklearn", "jax"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: its own)")
     args = parser.parse_args()
-
-    gpu = args.backend == "cupy"
-    torch_device = "cuda" if gpu else "cpu"
+    backends = list(dict.fromkeys(args.backend or ["numpy"]))
+    if "cupy" in backends and len(backends) > 1:
+        parser.error("--backend cupy runs alone (its peer is torch CUDA)")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     table = []
     for name in args.configs:
-        cfg = CONFIGS[name]
-        X, y = make_data(cfg)
-        makers: dict[str, Callable[[], Callable[[], None]]] = {
-            f"xpnet[{args.backend}]": functools.partial(run_xpnet, cfg, X, y, args.backend)
-        }
-        if "numpy-loop" in args.peers and not gpu:
-            makers["numpy-loop"] = functools.partial(run_handwritten, cfg, X, y)
-        if "torch" in args.peers:
-            makers[f"torch-{torch_device}"] = functools.partial(run_torch, cfg, X, y, torch_device)
-        if "sklearn" in args.peers and not gpu and cfg.name in ("mnist", "adam"):
-            makers["sklearn"] = functools.partial(run_sklearn, cfg, X, y)
-        if "jax" in args.peers and not gpu:
-            try:
-                import jax  # noqa: F401
-
-                makers["jax-jit"] = functools.partial(run_jax, cfg, X, y)
-            except ImportError:
-                pass
-        runs = {label: make() for label, make in makers.items()}
-        times: dict[str, list[float]] = {label: [] for label in runs}
-        peaks = []  # the machine drifts: sample the matmul peak between repeats too
-        for _ in range(args.repeats):
-            peaks.append(matmul_peak(repeats=3))
-            for label, run in runs.items():
-                start = time.perf_counter()
-                run()
-                seconds = time.perf_counter() - start
-                times[label].append(seconds)
-                print(json.dumps({"config": name, "framework": label, "seconds": round(seconds, 5)}))
-        memory = {}
-        if not gpu and name != "tiny":
-            for label in (f"xpnet[{args.backend}]", "numpy-loop"):
-                if label in makers:
-                    memory[label] = peak_memory(makers[label])
-        work = cfg.epochs * (cfg.samples if name != "tiny" else 1)
-        steps = cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)
-        unit = "steps/s" if name == "tiny" else "samples/s"
-        peak = statistics.median(peaks)
-        print(json.dumps({"config": name, "matmul_peak_gflops": round(peak, 1)}))
-        ours = f"xpnet[{args.backend}]"
-        base = statistics.median(times[ours])
-        for label, values in times.items():
-            med = statistics.median(values)
-            rate = work / med
-            gflops = rate * flops_per_sample(cfg) * (cfg.batch if name == "tiny" else 1) / 1e9
-            table.append(
-                {
-                    "config": name,
-                    "framework": label,
-                    unit: rate,
-                    "median_s": med,
-                    "spread": f"{min(values):.3f}-{max(values):.3f}",
-                    "xpnet_speedup": med / base,
-                    "peak_fraction": gflops / peak,
-                    "mem_mib": memory.get(label),
-                    "peak_gflops": peak,
-                    "us_per_step": med / steps * 1e6,
-                }
-            )
-            print(json.dumps({"config": name, "framework": label, "median_rate": rate, "unit": unit}))
-    print()
-    print(f"float32; medians of {args.repeats} interleaved repeats; matmul peak sampled with each config")
-    print()
-    print(
-        "| config | framework | rate | µs/step | xpnet is N x faster | % of matmul peak (GFLOP/s) "
-        "| peak MiB |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for row in table:
-        unit = "steps/s" if row["config"] == "tiny" else "samples/s"
-        mem = f"{row['mem_mib']:.1f}" if row["mem_mib"] is not None else ""
-        peak_share = f"{100 * row['peak_fraction']:.0f}% ({row['peak_gflops']:.0f})"
-        print(
-            f"| {row['config']} | {row['framework']} | {row[unit]:,.0f} {unit} | {row['us_per_step']:.0f} | "
-            f"{row['xpnet_speedup']:.2f} | {peak_share} | {mem} |"
-        )
+        table.extend(measure(CONFIGS[name], backends, args.peers, args.repeats))
+    print_table(table, args.repeats)
+    print_ratios(table)
 
 
 if __name__ == "__main__":

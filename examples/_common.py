@@ -16,6 +16,7 @@ def parse(description: str, epochs: int, seed: int = 0) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="backend device, e.g. cuda:0 or device1")
     parser.add_argument("--seed", type=int, default=seed)
     parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--plot", default=None, help="save the example's figure to this PNG, if it draws one")
     args = parser.parse_args()
     args.backend = xn.get_backend(args.backend, args.device)
     print(f"backend: {args.backend.name} ({args.backend.device})")

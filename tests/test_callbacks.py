@@ -189,3 +189,146 @@ def test_callback_hooks_run_in_order(backend):
 
     _net(backend).fit(X, Y, epochs=2, callbacks=[Spy()], verbose=0)
     assert calls == ["train_begin", "begin0", "end0", "begin1", "end1", "train_end"]
+
+
+# -- ReduceLROnPlateau (Keras's timing) and warmup -------------------------------------
+
+
+def _plateau_run(values, lr=1.0, **options):
+    """Drive the callback epoch by epoch; returns (rate logged per epoch, rate after each epoch)."""
+    net = type("FakeNet", (), {})()
+    net.optimizer = xn.SGD(lr)
+    callback = xn.ReduceLROnPlateau(monitor="val_loss", **options)
+    callback.on_train_begin(net, {})
+    logged, after = [], []
+    for epoch, value in enumerate(values):
+        logs = {"val_loss": value}
+        callback.on_epoch_end(net, epoch, logs)
+        logged.append(logs["lr"])
+        after.append(net.optimizer.learning_rate)
+    return logged, after
+
+
+def _reductions(after, lr=1.0):
+    """Epochs at the end of which the rate changed."""
+    return [e for e, rate in enumerate(after) if rate != (after[e - 1] if e else lr)]
+
+
+def test_plateau_reduces_when_the_wait_reaches_patience():
+    # best: 1.0 (e0), 0.9 (e1); no improvement e2, e3 -> reduce at the end of e3;
+    # e4, e5 -> reduce at e5; 0.5 improves at e6; e7, e8 -> reduce at e8.
+    values = [1.0, 0.9, 0.95, 0.92, 0.91, 0.95, 0.5, 0.6, 0.6]
+    logged, after = _plateau_run(values, factor=0.5, patience=2)
+    assert _reductions(after) == [3, 5, 8]
+    assert after == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25, 0.125]
+    # The log holds the rate the epoch trained with, before its reduction.
+    assert logged == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("patience", "cooldown", "reduced_at"),
+    [
+        (1, 0, [1, 2, 3, 4, 5, 6, 7]),
+        # Cooldown 2: epoch r+1 is cooling; at r+2 the cooldown ends and that epoch
+        # already counts towards the wait (Keras), so patience 1 reduces again there.
+        (1, 2, [1, 3, 5, 7]),
+        (2, 1, [2, 4, 6]),
+        # Patience 3, cooldown 2: e4 cools, the cooldown ends at e5 (wait 1), e6 (2), e7 (3).
+        (3, 2, [3, 7]),
+    ],
+)
+def test_plateau_cooldown_timing_is_keras(patience, cooldown, reduced_at):
+    _, after = _plateau_run([1.0] * 8, factor=0.5, patience=patience, cooldown=cooldown)
+    assert _reductions(after) == reduced_at
+
+
+def test_plateau_min_delta_decides_what_improves():
+    # With min_delta 0.25, 0.8 is no improvement on 1.0 but 0.7 is.
+    _, after = _plateau_run([1.0, 0.8, 0.7, 0.6, 0.5], factor=0.5, patience=2, min_delta=0.25)
+    assert _reductions(after) == [4]
+
+
+def test_plateau_stops_at_min_lr():
+    _, after = _plateau_run([1.0] * 5, lr=1.0, factor=0.1, patience=1, min_lr=0.05)
+    assert after == [1.0, 0.1, 0.05, 0.05, 0.05]
+
+
+def test_plateau_maximizes_scores_in_auto_mode():
+    net = type("FakeNet", (), {})()
+    net.optimizer = xn.SGD(1.0)
+    callback = xn.ReduceLROnPlateau(monitor="val_auc", factor=0.5, patience=1)
+    callback.on_train_begin(net, {})
+    for epoch, auc in enumerate([0.6, 0.7, 0.8, 0.8]):
+        callback.on_epoch_end(net, epoch, {"val_auc": auc})
+        assert net.optimizer.learning_rate == (0.5 if epoch == 3 else 1.0)
+    assert xn.EarlyStopping("val_f1").mode == "max" and xn.EarlyStopping("mae").mode == "min"
+
+
+def test_plateau_in_fit_logs_each_epochs_rate(backend):
+    net = _net(backend, lr=0.1)
+    plateau = xn.ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1)
+    values = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95, 0.95, 0.95]
+    history = net.fit(X, Y, epochs=8, callbacks=[Scripted(values), plateau], verbose=0)
+    # Reductions at the end of epochs 3 and 5 (cooldown 1 ends at epoch 4, which counts).
+    np.testing.assert_allclose(history.history["lr"], [0.1] * 4 + [0.05] * 2 + [0.025] * 2, rtol=1e-15)
+    assert net.optimizer.learning_rate == pytest.approx(0.0125)
+
+
+def test_plateau_counters_restart_with_each_fit(backend):
+    net = _net(backend, lr=0.1)
+    plateau = xn.ReduceLROnPlateau(factor=0.5, patience=2)
+    net.fit(X, Y, epochs=2, callbacks=[Scripted([1.0, 1.0]), plateau], verbose=0)
+    assert plateau.wait == 1
+    net.fit(X, Y, epochs=1, callbacks=[Scripted([0, 0, 5.0]), plateau], verbose=0)
+    assert plateau.wait == 0 and plateau.best == 5.0 and net.optimizer.learning_rate == 0.1
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"factor": 1.0}, r"factor must be in \(0, 1\)"),
+        ({"factor": 0.0}, r"factor must be in \(0, 1\)"),
+        ({"patience": -1}, "patience must be a non-negative integer"),
+        ({"cooldown": 1.5}, "cooldown must be a non-negative integer"),
+        ({"min_lr": -1.0}, "min_delta and min_lr must be >= 0"),
+        ({"mode": "up"}, "mode must be 'auto', 'min' or 'max'"),
+    ],
+)
+def test_bad_plateau_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        xn.ReduceLROnPlateau(**options)
+
+
+def test_plateau_needs_its_metric_logged():
+    with pytest.raises(ValueError, match="ReduceLROnPlateau monitors 'val_loss'.*validation_data"):
+        xn.ReduceLROnPlateau().on_epoch_end(type("N", (), {"optimizer": xn.SGD(0.1)})(), 0, {"loss": 1.0})
+
+
+@pytest.mark.parametrize("after", [xn.step_decay(0.2, drop=0.5, every=3), 0.2])
+def test_warmup_is_linear_then_the_schedule(after):
+    rates = xn.schedules.warmup(after, epochs=4)
+    then = after if callable(after) else (lambda epoch: 0.2)
+    for epoch in range(4):
+        assert rates(epoch) == pytest.approx(0.2 * (epoch + 1) / 4, rel=1e-15)
+    for epoch in range(4, 12):
+        assert rates(epoch) == then(epoch)
+
+
+def test_warmup_of_one_epoch_is_the_schedule():
+    rates = xn.warmup(xn.exponential_decay(0.1, 0.5), epochs=1)
+    assert [rates(e) for e in range(4)] == [xn.exponential_decay(0.1, 0.5)(e) for e in range(4)]
+
+
+def test_warmup_in_fit(backend):
+    net = _net(backend, lr=1.0)
+    schedule = xn.schedules.warmup(xn.cosine_decay(0.1, epochs=6), epochs=3)
+    history = net.fit(X, Y, epochs=5, callbacks=[xn.LearningRateScheduler(schedule)], verbose=0)
+    cosine = xn.cosine_decay(0.1, epochs=6)
+    expected = [0.1 / 3, 0.2 / 3, 0.1, cosine(3), cosine(4)]
+    np.testing.assert_allclose(history.history["lr"], expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize(("schedule", "epochs"), [(0.1, 0), (0.1, 2.0), (0.1, True), ("fast", 3)])
+def test_bad_warmup_arguments_are_refused(schedule, epochs):
+    with pytest.raises(ValueError, match="warmup"):
+        xn.schedules.warmup(schedule, epochs=epochs)

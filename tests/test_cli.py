@@ -110,6 +110,22 @@ def test_help_shows_examples(tmp_path):
         assert "example" in run(command, "--help", cwd=tmp_path).stdout
 
 
+def test_network_options_reach_the_model(tmp_path, table):
+    import xpnet as xn
+
+    options = ["--batch-norm", "--dropout", "0.25", "--weight-decay", "0.01", "--class-weight", "balanced"]
+    run("train", table, "--hidden", "8,8", *options, "--epochs", "3", "--out", "m.safetensors", cwd=tmp_path)
+    net = xn.load(tmp_path / "m.safetensors", backend="numpy")
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == ["Dense", "BatchNormalization", "Activation", "Dropout"] * 2 + ["Dense"]
+    assert net.layers[-2].rate == 0.25 and net.optimizer.weight_decay == 0.01
+    assert float(net.layers[1].state["running_var"].sum()) != 8.0  # statistics were learned and saved
+    rows = np.random.default_rng(1).normal(size=(30, 2))
+    np.savetxt(tmp_path / "reg.csv", rows, delimiter=",", header="a,price", comments="")
+    result = run("train", "reg.csv", "--class-weight", "balanced", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--class-weight applies to classification" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

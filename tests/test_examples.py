@@ -41,6 +41,7 @@ def test_every_example_is_covered():
         "diabetes.py",
         "digits.py",
         "gpu.py",
+        "deep.py",
     }
 
 
@@ -79,3 +80,12 @@ def test_digits(backend):
 def test_gpu_script_runs_anywhere(backend):
     out = run_example("gpu.py", backend, "--samples", "2000", "--epochs", "1")
     assert "samples/s" in out
+
+
+def test_deep_network_trains_faster_with_batch_norm_and_residual_blocks(backend):
+    pytest.importorskip("sklearn")
+    out = run_example("deep.py", backend)
+    final = {k: float(v) for k, v in re.findall(r"(.+): final training loss (\d\.\d+)", out)}
+    first = {k: int(v) for k, v in re.findall(r"(.+): first epoch with training loss below 0.4: (\d+)", out)}
+    assert final["batch norm + residual"] < final["plain"]
+    assert first["batch norm + residual"] < first["plain"]

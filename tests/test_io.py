@@ -157,3 +157,14 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_unbuilt_network_cannot_be_saved(tmp_path):
     with pytest.raises(ValueError, match="not built"):
         xn.Network([xn.Dense(2)], backend="numpy").save(tmp_path / "m.safetensors")
+
+
+@pytest.mark.parametrize(
+    "loss", [xn.Huber(delta=0.3), xn.MeanAbsoluteError(), xn.CategoricalCrossentropy(label_smoothing=0.1)]
+)
+def test_a_loss_and_its_options_survive_a_checkpoint(backend, tmp_path, loss):
+    k = 3 if loss.classification else 2
+    net = xn.Network([xn.Dense(k, in_features=4)], loss=loss, backend=backend, dtype="float64", seed=0)
+    net.save(tmp_path / "net.safetensors")
+    back = xn.load(tmp_path / "net.safetensors", backend=backend.name, device=backend.device)
+    assert type(back.loss) is type(loss) and back.loss.get_config() == loss.get_config()

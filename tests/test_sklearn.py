@@ -203,3 +203,48 @@ def test_any_backend_arrays_under_array_api_dispatch():
         [sys.executable, "-c", ARRAY_API_SCRIPT], capture_output=True, text=True, env=env, timeout=300
     )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_alpha_class_weight_and_sample_weight_reach_the_network():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = np.where(X[:, 0] > 0.3, "spam", "ham")
+    common = {"hidden_layer_sizes": (5,), "epochs": 3, "batch_size": 8, "backend": "numpy", "random_state": 0}
+    clf = XPNetClassifier(alpha=0.4, class_weight={"spam": 3.0}, **common).fit(X, y)
+    assert clf.network_.optimizer.weight_decay == pytest.approx(0.4 / 8)
+    ref = XPNetClassifier(weight_decay=0.05, **common)
+    ref.fit(X, y, sample_weight=np.where(y == "spam", 3.0, 1.0))
+    np.testing.assert_allclose(clf.predict_proba(X), ref.predict_proba(X), rtol=1e-12)
+    plain = XPNetRegressor(**common).fit(X, X[:, 0])
+    ones = XPNetRegressor(**common).fit(X, X[:, 0], sample_weight=np.ones(40))
+    np.testing.assert_allclose(plain.predict(X), ones.predict(X), rtol=1e-12)
+    with pytest.raises(ValueError, match="not in y's classes"):
+        XPNetClassifier(class_weight={"eggs": 2.0}, **common).fit(X, y)
+    with pytest.raises(ValueError, match="alpha"):
+        XPNetClassifier(alpha=-1, **common).fit(X, y)
+
+
+def test_partial_fit_weights_rows_like_repeating_them():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 3))
+    y = 50.0 + 10.0 * X[:, 0] + rng.normal(size=30)
+    common = {"hidden_layer_sizes": (4,), "batch_size": 100, "backend": "numpy", "random_state": 0}
+    rows = np.sort(np.r_[np.arange(10), np.arange(30)])  # rows 0..9 twice
+    weighted = XPNetRegressor(**common).partial_fit(X, y, sample_weight=np.r_[np.full(10, 2.0), np.ones(20)])
+    repeated = XPNetRegressor(**common).partial_fit(X[rows], y[rows])
+    # Rows 0..9 twice: equal weights give the same target scaling and the same first step.
+    for key in ("mean", "scale"):
+        np.testing.assert_allclose(
+            weighted.network_.metadata["target_scaling"][key],
+            repeated.network_.metadata["target_scaling"][key],
+            rtol=1e-12,
+        )
+    np.testing.assert_allclose(weighted.predict(X), repeated.predict(X), rtol=1e-9)
+    labels = (X[:, 0] > 0).astype(int)
+    with pytest.raises(ValueError, match="balanced"):
+        XPNetClassifier(class_weight="balanced", backend="numpy").partial_fit(X, labels, classes=[0, 1])
+    stopped = XPNetClassifier(early_stopping=True, epochs=5, **common)
+    stopped.fit(X, labels, sample_weight=np.ones(30))
+    assert stopped.n_iter_ <= 5
+    with pytest.raises(ValueError, match="sample_weight"):
+        stopped.fit(X, labels, sample_weight=np.ones(29))

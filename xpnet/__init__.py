@@ -4,6 +4,7 @@ The same layers, losses and optimizers train on NumPy, CuPy, PyTorch, JAX and
 array-api-strict; the backend is chosen per network.
 """
 
+from . import distributed
 from .backend import (
     BACKEND_NAMES,
     Backend,
@@ -17,18 +18,25 @@ from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.losses import (
     BinaryCrossentropy,
     CategoricalCrossentropy,
+    Huber,
     Loss,
+    MeanAbsoluteError,
     MeanSquaredError,
     get_loss,
 )
+from .nn.metrics import METRICS, Metric, get_metric
+from .nn.normalization import BatchNormalization, LayerNormalization
+from .nn.residual import Residual
+from .optim import schedules
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
-from .optim.schedules import cosine_decay, exponential_decay, step_decay
+from .optim.schedules import cosine_decay, exponential_decay, step_decay, warmup
 from .train.callbacks import (
     Callback,
     CSVLogger,
     EarlyStopping,
     LearningRateScheduler,
     ModelCheckpoint,
+    ReduceLROnPlateau,
     TerminateOnNaN,
 )
 from .train.history import History
@@ -39,12 +47,14 @@ __version__ = "0.1.0"
 __all__ = [
     "ACTIVATIONS",
     "BACKEND_NAMES",
+    "METRICS",
     "SGD",
     "Activation",
     "Adam",
     "AdamW",
     "Backend",
     "BackendUnavailableError",
+    "BatchNormalization",
     "BinaryCrossentropy",
     "CSVLogger",
     "Callback",
@@ -53,24 +63,34 @@ __all__ = [
     "Dropout",
     "EarlyStopping",
     "History",
+    "Huber",
     "Layer",
+    "LayerNormalization",
     "LearningRateScheduler",
     "Loss",
+    "MeanAbsoluteError",
     "MeanSquaredError",
+    "Metric",
     "ModelCheckpoint",
     "Network",
     "Optimizer",
     "RMSprop",
+    "ReduceLROnPlateau",
+    "Residual",
     "TerminateOnNaN",
     "available_backends",
     "cosine_decay",
+    "distributed",
     "exponential_decay",
     "get_backend",
     "get_loss",
+    "get_metric",
     "get_optimizer",
     "load",
+    "schedules",
     "step_decay",
     "to_numpy",
+    "warmup",
 ]
 
 

@@ -13,8 +13,10 @@ import numpy as np
 
 from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
+from .cli_paths import check_outputs
 from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
-from .nn.layers import Dense
+from .nn.layers import Activation, Dense, Dropout, Layer
+from .nn.normalization import BatchNormalization
 from .optim.optimizers import OPTIMIZERS, get_optimizer
 from .train.callbacks import Callback, EarlyStopping
 from .train.network import Network, load
@@ -137,6 +139,7 @@ def _target(frame: Any, name: str | None, task: str, source: str) -> tuple[Any, 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    check_outputs({"--out": args.out, "--plot": args.plot}, [args.data])
     frame, default_target = _table(args.data, args)
     settings = _settings(args)
     _hidden(settings["hidden"])
@@ -177,6 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
         validation_data=(features.iloc[stop], labels[stop]),
+        class_weight=_class_weight(args, classification),
         callbacks=callbacks,
         verbose=0,
         preprocess="always",
@@ -210,6 +214,29 @@ def _rows(
     return train, test, train[kept], train[back]
 
 
+def _hidden_layers(sizes: list[int], activation: str, args: argparse.Namespace) -> list[Layer]:
+    """Hidden layers: Dense (then BatchNormalization before the activation, then Dropout) per size."""
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.weight_decay < 0:
+        raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
+    layers: list[Layer] = []
+    for size in sizes:
+        if args.batch_norm:
+            layers += [Dense(size), BatchNormalization(), Activation(activation)]
+        else:
+            layers.append(Dense(size, activation))
+        if args.dropout:
+            layers.append(Dropout(args.dropout))
+    return layers
+
+
+def _class_weight(args: argparse.Namespace, classification: bool) -> str | None:
+    if args.class_weight is not None and not classification:
+        raise UserError("--class-weight applies to classification targets, not to regression")
+    return args.class_weight
+
+
 def _network(args: argparse.Namespace, settings: dict[str, Any], encoder: TargetEncoder) -> Network:
     """The network the settings describe, with the output and loss the target needs."""
     k = len(encoder.classes)
@@ -220,9 +247,9 @@ def _network(args: argparse.Namespace, settings: dict[str, Any], encoder: Target
     else:
         output, loss = Dense(k, "softmax"), "categorical_crossentropy"
     return Network(
-        [*(Dense(size, settings["activation"]) for size in _hidden(settings["hidden"])), output],
+        [*_hidden_layers(_hidden(settings["hidden"]), settings["activation"], args), output],
         loss=loss,
-        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"]),
+        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=args.weight_decay),
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
@@ -311,6 +338,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    check_outputs({"--out": args.out}, [args.model, args.data])
     net = _model(args.model, args)
     meta = net.metadata
     table, _ = _table(args.data, args)
@@ -429,6 +457,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="model.safetensors",
         help="model file to write (default: model.safetensors)",
     )
+    train.add_argument(
+        "--batch-norm", dest="batch_norm", action="store_true", help="batch normalization in hidden layers"
+    )
+    train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after hidden layers")
+    train.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0, help="L2 penalty")
+    train.add_argument(
+        "--class-weight",
+        dest="class_weight",
+        choices=["balanced"],
+        help="weigh classes by inverse frequency (scikit-learn's 'balanced')",
+    )
     train.add_argument("--plot", help="also save loss/metric curves to this PNG")
     train.add_argument("--quiet", action="store_true", help="print only the final metrics")
     read_options(train)
@@ -485,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (
         UserError,
         ValueError,
-        FileNotFoundError,
+        OSError,
         BackendUnavailableError,
         ImportError,
         FloatingPointError,

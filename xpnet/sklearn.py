@@ -15,7 +15,7 @@ import array_api_compat
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .backend import to_numpy
 from .data.datasets import train_test_split
@@ -58,6 +58,13 @@ def _on_host(X: Any) -> tuple[Any, Any]:
     return host, back
 
 
+def _weights(sample_weight: Any, X: np.ndarray) -> np.ndarray | None:
+    """``sample_weight`` checked against ``X`` as a float64 NumPy array, or None."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(_on_host(sample_weight)[0], X, dtype=np.float64)
+
+
 class _XPNetEstimator(BaseEstimator):
     """Shared parameters and training of the two estimators."""
 
@@ -70,6 +77,8 @@ class _XPNetEstimator(BaseEstimator):
         batch_size: int = 32,
         epochs: int = 200,
         weight_decay: float = 0.0,
+        alpha: float = 0.0,
+        class_weight: Any = None,
         early_stopping: bool = False,
         validation_fraction: float = 0.1,
         n_iter_no_change: int = 10,
@@ -88,6 +97,8 @@ class _XPNetEstimator(BaseEstimator):
         self.batch_size = batch_size
         self.epochs = epochs
         self.weight_decay = weight_decay
+        self.alpha = alpha
+        self.class_weight = class_weight
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -99,7 +110,9 @@ class _XPNetEstimator(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    def _network(self, output: Dense, loss: str) -> Network:
+    def _network(self, output: Dense, loss: str, batch_size: int) -> Network:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha >= 0:
+            raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
         layers = [Dense(int(size), self.activation) for size in sizes] + [output]
@@ -107,7 +120,9 @@ class _XPNetEstimator(BaseEstimator):
             layers,
             loss=loss,
             optimizer=get_optimizer(
-                self.optimizer, learning_rate=self.learning_rate, weight_decay=self.weight_decay
+                self.optimizer,
+                learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay + self.alpha / batch_size,
             ),
             backend=self.backend,
             device=self.device,
@@ -123,10 +138,22 @@ class _XPNetEstimator(BaseEstimator):
         if self.tol < 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
 
-    def _train(self, X: np.ndarray, y: np.ndarray, output: Dense, loss: str, epochs: int) -> None:
-        """Train ``network_`` (a new one unless warm starting) on ``(X, y)``."""
+    def _train(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        output: Dense,
+        loss: str,
+        epochs: int,
+        sample_weight: np.ndarray | None = None,
+        class_weight: Any = None,
+    ) -> None:
+        """Train ``network_`` (a new one unless warm starting) on ``(X, y)``, rows weighted.
+
+        Early stopping holds back rows with their weights; the held-back loss is unweighted.
+        """
         if not (self.warm_start and hasattr(self, "network_")):
-            self.network_ = self._network(output, loss)
+            self.network_ = self._network(output, loss, min(int(self.batch_size), len(X)))
             self.loss_curve_: list[float] = []
         callbacks: list[Any] = []
         validation = None
@@ -134,7 +161,10 @@ class _XPNetEstimator(BaseEstimator):
             self._check_stopping()
             split = self.early_stopping and len(X) * self.validation_fraction >= 1 and len(X) >= 2
             if split:
-                X, y, validation = self._validation_split(X, y)
+                kept, held = self._validation_rows(y)
+                validation = (X[held], y[held])
+                X, y = X[kept], y[kept]
+                sample_weight = None if sample_weight is None else sample_weight[kept]
             callbacks.append(
                 EarlyStopping(
                     monitor="val_loss" if split else "loss",
@@ -149,6 +179,8 @@ class _XPNetEstimator(BaseEstimator):
             epochs=epochs,
             batch_size=min(int(self.batch_size), len(X)),
             validation_data=validation,
+            sample_weight=sample_weight,
+            class_weight=class_weight,
             callbacks=callbacks,
             verbose=self.verbose,
             preprocess="auto",
@@ -160,18 +192,18 @@ class _XPNetEstimator(BaseEstimator):
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else float("nan")
         self.n_iter_ = len(self.loss_curve_)
 
-    def _validation_split(self, X: np.ndarray, y: np.ndarray) -> tuple[Any, Any, Any]:
-        """The last ``validation_fraction`` of a seeded shuffle (stratified for classes) held back."""
+    def _validation_rows(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows kept and held back: the last ``validation_fraction`` of a seeded (stratified) shuffle."""
         stratify = isinstance(self, ClassifierMixin)
-        rows = np.arange(len(X))
+        rows = np.arange(len(y))
         kept, held, _, _ = train_test_split(
             rows,
             np.asarray(y) if stratify else rows,
             self.validation_fraction,
             seed=_seed(self.random_state),
-            stratify=stratify and len(np.unique(y)) * 2 <= len(X),
+            stratify=stratify and len(np.unique(y)) * 2 <= len(y),
         )
-        return X[kept], y[kept], (X[held], y[held])
+        return kept, held
 
     def _outputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "network_")
@@ -191,6 +223,20 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
     optimizer : {"adam", "adamw", "sgd", "rmsprop"}
     learning_rate, batch_size, epochs, weight_decay
         Training settings (``batch_size`` is capped at the number of samples).
+    alpha : float
+        L2 penalty as scikit-learn's MLP: ``alpha / 2 * ||W||^2 / batch_size``
+        added to each batch's loss, i.e. ``weight_decay += alpha / batch_size``
+        (here on biases too, where scikit-learn spares them).
+    class_weight : dict, "balanced" or None
+        ``{class label: weight}`` (labels as in ``y``) or ``"balanced"``,
+        multiplied into the sample weights (classifier only).
+    early_stopping, validation_fraction, n_iter_no_change, tol
+        As scikit-learn's MLP: training stops when the loss (with
+        ``early_stopping``, that of a held-back ``validation_fraction`` of the
+        rows, unweighted) has not improved by ``tol`` in ``n_iter_no_change``
+        epochs; early stopping keeps the best epoch's weights.
+    warm_start : bool
+        ``fit`` continues training the network it fitted before.
     backend, device, dtype
         Where and in what precision to train (see :class:`xpnet.Network`).
     random_state : int, RandomState or None
@@ -208,26 +254,34 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
         Training loss per epoch.
     """
 
-    def fit(self, X: Any, y: Any) -> XPNetClassifier:
-        """Train on features ``X`` and class labels ``y`` (up to ``epochs`` passes)."""
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetClassifier:
+        """Train on ``X`` and labels ``y``, rows weighted by ``sample_weight`` (up to ``epochs`` passes)."""
         X, _ = _on_host(X)
         y, _ = _on_host(y)
         first = not (self.warm_start and hasattr(self, "network_"))
         X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(y)
-        self._fit_codes(X, y, int(self.epochs))
+        self._fit_codes(X, y, int(self.epochs), sample_weight)
         return self
 
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> XPNetClassifier:
-        """One pass over ``(X, y)``; the first call needs every class label in ``classes``."""
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> XPNetClassifier:
+        """One pass over ``(X, y)`` (rows weighted by ``sample_weight``); the first call needs every
+        class label in ``classes``."""
         X, _ = _on_host(X)
         y, _ = _on_host(y)
         first = not hasattr(self, "network_")
         if first and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
+        if isinstance(self.class_weight, str):
+            raise ValueError(
+                "class_weight='balanced' is computed from all of y, which partial_fit never sees; "
+                "pass a dict {label: weight} instead"
+            )
         X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
         if first:
             self.classes_ = np.unique(_on_host(classes)[0])
@@ -237,12 +291,12 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
             )
         warm, self.warm_start = self.warm_start, True
         try:
-            self._fit_codes(X, y, 1)
+            self._fit_codes(X, y, 1, sample_weight)
         finally:
             self.warm_start = warm
         return self
 
-    def _fit_codes(self, X: np.ndarray, y: np.ndarray, epochs: int) -> None:
+    def _fit_codes(self, X: np.ndarray, y: np.ndarray, epochs: int, sample_weight: Any) -> None:
         unknown = np.setdiff1d(y, self.classes_)
         if unknown.size:
             raise ValueError(f"y has labels {unknown.tolist()} not in classes_ {self.classes_.tolist()}")
@@ -251,10 +305,24 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
                 f"XPNetClassifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r})"
             )
         codes = np.searchsorted(self.classes_, y)
+        weights = self._class_weight()
         if len(self.classes_) == 2:
-            self._train(X, codes.astype(np.float64), Dense(1, "sigmoid"), "binary_crossentropy", epochs)
+            output, loss, target = Dense(1, "sigmoid"), "binary_crossentropy", codes.astype(np.float64)
         else:
-            self._train(X, codes, Dense(len(self.classes_), "softmax"), "categorical_crossentropy", epochs)
+            output, loss = Dense(len(self.classes_), "softmax"), "categorical_crossentropy"
+            target = codes.astype(np.int64)
+        self._train(X, target, output, loss, epochs, sample_weight, weights)
+
+    def _class_weight(self) -> Any:
+        """``class_weight`` keyed by class position (``classes_`` order), as the network sees labels."""
+        if self.class_weight is None or isinstance(self.class_weight, str):
+            return self.class_weight
+        if not isinstance(self.class_weight, dict):
+            raise ValueError(f"class_weight must be a dict, 'balanced' or None, got {self.class_weight!r}")
+        unknown = [k for k in self.class_weight if k not in set(self.classes_.tolist())]
+        if unknown:
+            raise ValueError(f"class_weight names labels {unknown} that are not in y's classes")
+        return {int(np.flatnonzero(self.classes_ == k)[0]): w for k, w in self.class_weight.items()}
 
     def predict_proba(self, X: Any) -> Any:
         """Class probabilities, one column per class in ``classes_`` order."""
@@ -281,30 +349,35 @@ class XPNetRegressor(RegressorMixin, _XPNetEstimator):
         tags.target_tags.multi_output = True
         return tags
 
-    def fit(self, X: Any, y: Any) -> XPNetRegressor:
-        """Train on features ``X`` and targets ``y`` (up to ``epochs`` passes)."""
-        self._fit(X, y, int(self.epochs), reset=not (self.warm_start and hasattr(self, "network_")))
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetRegressor:
+        """Train on ``X`` and targets ``y``, rows weighted by ``sample_weight`` (up to ``epochs`` passes)."""
+        reset = not (self.warm_start and hasattr(self, "network_"))
+        self._fit(X, y, int(self.epochs), reset, sample_weight)
         return self
 
-    def partial_fit(self, X: Any, y: Any) -> XPNetRegressor:
-        """One pass over ``(X, y)``; the target scaling comes from the first call's ``y``."""
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetRegressor:
+        """One pass over ``(X, y)`` (rows weighted by ``sample_weight``); the target scaling comes
+        from the first call's ``y``."""
         warm, self.warm_start = self.warm_start, True
         try:
-            self._fit(X, y, 1, reset=not hasattr(self, "network_"))
+            self._fit(X, y, 1, not hasattr(self, "network_"), sample_weight)
         finally:
             self.warm_start = warm
         return self
 
-    def _fit(self, X: Any, y: Any, epochs: int, reset: bool) -> None:
+    def _fit(self, X: Any, y: Any, epochs: int, reset: bool, sample_weight: Any) -> None:
         X, _ = _on_host(X)
         y, _ = _on_host(y)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, reset=reset)
+        if self.class_weight is not None:
+            raise ValueError("class_weight applies to XPNetClassifier, not to a regressor")
+        sample_weight = _weights(sample_weight, X)
         y = np.asarray(y, dtype=np.float64)
         if reset:
             self._single_output = y.ndim == 1
         width = 1 if y.ndim == 1 else y.shape[1]
         # The network standardizes y (preprocess="auto") and answers in y's units.
-        self._train(X, y.reshape(len(y), width), Dense(width), "mse", epochs)
+        self._train(X, y.reshape(len(y), width), Dense(width), "mse", epochs, sample_weight)
 
     def predict(self, X: Any) -> Any:
         """Predicted targets."""

@@ -1,13 +1,14 @@
-"""Backend-specific fast paths: in-place NumPy kernels for the hot activations.
+"""Backend-specific fast paths, each with the generic Array API code inside.
 
 The Array API has no ``out=``, so the generic code allocates a new array for
-every activation and its derivative. On NumPy these functions overwrite an
-array the library itself just made instead. Each returns ``None`` where it has
-no fast path (another backend, another activation), and the caller then runs
-the generic code; ``tests/test_kernels.py`` checks that both agree.
+every activation, derivative and optimizer term. On NumPy these functions
+overwrite an array the library itself just made instead. Callers always get
+the result: where there is no fast path (another backend, another activation,
+a read-only array, a JAX tracer) the function runs the generic code it is
+given or knows. ``tests/test_kernels.py`` checks that both paths agree.
 
-Every activation here has a derivative that needs only its output ``y``, so
-overwriting the pre-activation loses nothing.
+Every activation with a kernel here has a derivative that needs only its
+output ``y``, so overwriting the pre-activation loses nothing.
 """
 
 from __future__ import annotations
@@ -16,21 +17,30 @@ from typing import Any
 
 import numpy as np
 
-from ..nn.activations import LEAKY_RELU_SLOPE
-
 Array = Any
 FUSED_IN_PLACE = frozenset({"relu", "leaky_relu", "tanh"})
 """Activations with in-place NumPy kernels."""
+LEAKY_RELU_SLOPE = 0.01
+"""torch.nn.LeakyReLU's default slope; :mod:`xpnet.nn.activations` uses this constant."""
 
 
-def _numpy(array: Array) -> bool:
+def writeable_numpy(array: Array) -> bool:
+    """Whether ``array`` is a NumPy array that may be written in place."""
     return type(array) is np.ndarray and array.flags.writeable
 
 
-def activation_forward(name: str, z: Array) -> Array | None:
-    """Apply activation ``name`` to ``z`` in place and return it, or None (no fast path)."""
-    if name not in FUSED_IN_PLACE or not _numpy(z):
-        return None
+def activation_forward(activation: Any, z: Array, xp: Any) -> Array:
+    """``activation`` applied to ``z``, written into ``z`` when a NumPy kernel exists.
+
+    ``activation`` has ``name`` and ``forward(x, xp)`` (an
+    :class:`xpnet.nn.activations.ActivationFunction`); ``z`` must be an array
+    the caller owns, since it may be overwritten.
+    """
+    name = activation.name
+    if name == "linear":
+        return z
+    if name not in FUSED_IN_PLACE or not writeable_numpy(z):
+        return activation.forward(z, xp)
     if name == "relu":
         return np.maximum(z, 0, out=z)
     if name == "tanh":
@@ -38,10 +48,18 @@ def activation_forward(name: str, z: Array) -> Array | None:
     return np.multiply(z, np.where(z > 0, 1.0, LEAKY_RELU_SLOPE).astype(z.dtype), out=z)
 
 
-def activation_backward(name: str, y: Array, dy: Array) -> Array | None:
-    """``dL/dz`` from the output ``y`` and ``dy = dL/dy``, written into ``dy``; or None."""
-    if name not in FUSED_IN_PLACE or not (_numpy(dy) and type(y) is np.ndarray):
-        return None
+def activation_backward(
+    activation: Any, z: Array, y: Array, dy: Array, xp: Any, *, overwrite: bool = False
+) -> Array:
+    """``dL/dz`` from ``z``, ``y = activation(z)`` and ``dy = dL/dy``.
+
+    With ``overwrite=True`` the result may be written into ``dy`` (NumPy).
+    """
+    name = activation.name
+    if name == "linear":
+        return dy
+    if not (overwrite and name in FUSED_IN_PLACE and writeable_numpy(dy) and type(y) is np.ndarray):
+        return activation.backward(z, y, dy, xp)
     if name == "relu":
         return np.multiply(dy, y > 0, out=dy)
     if name == "tanh":
@@ -51,25 +69,40 @@ def activation_backward(name: str, y: Array, dy: Array) -> Array | None:
     return np.multiply(dy, np.where(y > 0, 1.0, LEAKY_RELU_SLOPE).astype(dy.dtype), out=dy)
 
 
+def add_into(z: Array, b: Array) -> Array:
+    """``z + b``, written into ``z`` when it is a writeable NumPy array."""
+    if writeable_numpy(z):
+        z += b
+        return z
+    return z + b
+
+
 _BLOCK_ELEMENTS = 16384  # 64 KiB of float32: the temporary of one block stays in cache
 
 
-def subtract_scaled(param: Array, scale: float, delta: Array) -> bool:
-    """``param -= scale * delta`` in row blocks, so the temporary is small; False if not NumPy."""
-    if not (_numpy(param) and type(delta) is np.ndarray) or param.ndim == 0:
-        return False
+def subtract_scaled(param: Array, scale: Any, delta: Array, *, inplace: bool) -> Array:
+    """``param - scale * delta``; written into ``param`` when ``inplace``.
+
+    On NumPy the in-place form runs in row blocks, so the temporary is small.
+    ``inplace`` is for arrays that support ``-=`` (NumPy, torch, CuPy).
+    """
+    if not inplace:
+        return param - scale * delta
+    if not (writeable_numpy(param) and type(delta) is np.ndarray) or param.ndim == 0:
+        param -= scale * delta
+        return param
     if param.size <= _BLOCK_ELEMENTS:
         param -= scale * delta
-        return True
+        return param
     rows = max(1, _BLOCK_ELEMENTS // max(1, param.size // param.shape[0]))
     for start in range(0, param.shape[0], rows):
         block = slice(start, start + rows)
         param[block] -= scale * delta[block]
-    return True
+    return param
 
 
-def divide_into(numerator: Array, denominator: Array) -> Array | None:
-    """``numerator / denominator`` written into ``denominator`` (NumPy), else None."""
-    if not (_numpy(denominator) and type(numerator) is np.ndarray):
-        return None
-    return np.divide(numerator, denominator, out=denominator)
+def divide(numerator: Array, denominator: Array, *, inplace: bool) -> Array:
+    """``numerator / denominator``, written into ``denominator`` when ``inplace`` on NumPy."""
+    if inplace and writeable_numpy(denominator) and type(numerator) is np.ndarray:
+        return np.divide(numerator, denominator, out=denominator)
+    return numerator / denominator

@@ -7,6 +7,7 @@ arrays live on. Everything above this module reaches arrays only through
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Backend:
     _is_array: Callable[[Any], bool] = field(repr=False)
     _sync: Callable[[Any], None] = field(repr=False, default=lambda x: None)
     _before_float64: Callable[[], None] = field(repr=False, default=lambda: None)
+    _scope: Callable[[], Any] = field(repr=False, default=contextlib.nullcontext)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -103,6 +105,10 @@ class Backend:
             Always return a new array, so that later in-place updates never
             reach the caller's data.
         """
+        with self.scope():
+            return self._asarray(x, dtype, copy)
+
+    def _asarray(self, x: Any, dtype: str | Any | None, copy: bool) -> Array:
         xp = self.xp
         dt = self.dtype(dtype) if dtype is not None else None
         if self.owns(x):
@@ -123,6 +129,14 @@ class Backend:
     def synchronize(self, x: Array | None = None) -> None:
         """Wait until queued device work (on ``x``, for JAX) has finished; a no-op on CPU."""
         self._sync(x)
+
+    def scope(self) -> Any:
+        """A context manager in which this backend's arrays are made on its device.
+
+        CuPy: ``cupy.cuda.Device(id)``, since array-api-compat's CuPy creation
+        functions ignore ``device=``; a no-op elsewhere.
+        """
+        return self._scope()
 
     @property
     def mutable(self) -> bool:
@@ -197,6 +211,7 @@ def _cupy(device: Any) -> Backend:
         cupy.cuda.Device(index),
         aac.is_cupy_array,
         lambda x: cupy.cuda.Device(index).synchronize(),
+        _scope=lambda: cupy.cuda.Device(index),
     )
 
 

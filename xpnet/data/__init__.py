@@ -1,4 +1,5 @@
-"""Data helpers: built-in datasets, CSV reading, the tabular encoder, splits and scaling."""
+"""Data helpers: built-in datasets, CSV reading, the tabular encoder, splits and scaling; batch sources
+that stream."""
 
 from .csvfiles import read_csv, read_features, read_table
 from .datasets import (
@@ -9,14 +10,36 @@ from .datasets import (
     standardization,
     train_test_split,
 )
+from .streams import (
+    ArraySource,
+    Batch,
+    BatchSource,
+    CSVSource,
+    IterableSource,
+    ParquetSource,
+    Prefetcher,
+    as_source,
+    device_converter,
+    from_npy,
+)
 from .tabular import TabularEncoder, TargetEncoder
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "ArraySource",
+    "Batch",
+    "BatchSource",
+    "CSVSource",
     "Dataset",
+    "IterableSource",
+    "ParquetSource",
+    "Prefetcher",
     "TabularEncoder",
     "TargetEncoder",
+    "as_source",
+    "device_converter",
     "encode_labels",
+    "from_npy",
     "load_dataset",
     "read_csv",
     "read_features",

@@ -2,3 +2,5 @@
 
 Pure functions of arrays and ``xp``; layers hold parameters but no per-call state.
 """
+
+from . import normalization, residual  # noqa: F401  (they register their layers in LAYERS)

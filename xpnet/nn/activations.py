@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._names import lookup
+from ..backend.numpy_kernels import LEAKY_RELU_SLOPE
 
 Array = Any
 Forward = Callable[[Array, Any], Array]
 Backward = Callable[[Array, Array, Array, Any], Array]
 
-LEAKY_RELU_SLOPE = 0.01
 ELU_ALPHA = 1.0
 _SQRT_PI = math.sqrt(math.pi)
 _SQRT_2 = math.sqrt(2.0)

@@ -1,9 +1,39 @@
 """Layers: the ``Layer`` protocol, ``Dense``, ``Activation`` and ``Dropout``.
 
-A layer is built for a number of input features on a backend; then
-``forward(x, training)`` returns its output and remembers what ``backward``
-needs, and ``backward(dy)`` fills ``grads`` (same keys as ``params``) and
-returns the gradient with respect to ``x``. All arrays are ``(batch, features)``.
+A layer object holds its configuration and, between steps, its arrays
+(``params``, ``state``). Its math is pure: every array comes in explicitly
+and every result goes out, so one layer object can serve a training step
+and any number of concurrent predictions. All arrays are ``(batch, features)``.
+
+The pure protocol (what ``Network`` and :mod:`xpnet.train.step` use)
+--------------------------------------------------------------------
+``apply(params, state, x, *, training, noise, xp) -> (y, cache, new_state)``
+    The output for input ``x``; ``cache`` is what :meth:`~Layer.vjp` needs
+    (opaque, only for ``vjp``); ``new_state`` is the layer's state after
+    the call (the same dict for layers without state; running statistics
+    change only in training). ``noise`` is the device copy of what
+    :meth:`~Layer.draw` returned, or None.
+``vjp(params, cache, dy, *, xp, need_input_grad=True, from_logits=False, overwrite_dy=False)``
+    Returns ``(grads, dx)``: gradients for ``params`` (same keys) and
+    ``dL/dx`` (None when ``need_input_grad`` is false). ``from_logits=True``
+    takes ``dy`` as the gradient with respect to :meth:`~Layer.logits`, for
+    a loss fused with the layer's final activation. ``overwrite_dy=True``
+    lets the layer reuse ``dy``'s memory (NumPy kernels).
+``draw(rng, shape, dtype) -> numpy array or None``
+    Host-side randomness for one training call on an input of ``shape``,
+    drawn from the network's generator (in layer order, once per step), so
+    one seed gives the same numbers on every backend and in compiled code.
+``output_activation`` and ``logits(cache)``
+    The name of the activation the output ends with (or None) and its input:
+    ``Network`` fuses a final sigmoid/softmax with the loss through them.
+``state`` / ``init_state()``
+    Non-trained arrays (running statistics); empty here.
+
+The by-hand path
+----------------
+``forward(x, training)`` / ``backward(dy)`` / ``params`` / ``grads`` run the
+same pure functions and keep the last call's cache on the layer, for the
+tutorial loop (``examples/by_hand.py``). ``Network`` never uses them.
 """
 
 from __future__ import annotations
@@ -18,23 +48,29 @@ from .activations import RELU_FAMILY, get_activation
 from .initializers import Initializer, get_initializer
 
 Array = Any
+Params = dict[str, Array]
+State = dict[str, Array]
 
 
 class Layer:
-    """Base class of every layer.
+    """Base class of every layer: the pure protocol plus the by-hand methods.
 
     Attributes
     ----------
     params : dict[str, Array]
         Trainable arrays by name; empty for layers without parameters.
+    state : dict[str, Array]
+        Non-trained arrays carried between steps (empty for these layers).
     grads : dict[str, Array]
-        Gradients of the loss for ``params``, filled by :meth:`backward`.
+        Gradients of the loss for ``params``, filled by :meth:`backward`
+        (by-hand path only).
     backend : Backend or None
         Set by :meth:`build`.
     """
 
     def __init__(self) -> None:
-        self.params: dict[str, Array] = {}
+        self.params: Params = {}
+        self.state: State = {}
         self.grads: dict[str, Array] = {}
         self.backend: Backend | None = None
         self.dtype: Any = None
@@ -62,21 +98,88 @@ class Layer:
         self.in_features = in_features
         self.backend = backend
         self.dtype = dtype
+        self.state = self.init_state()
+
+    def init_state(self) -> State:
+        """Fresh non-trained state on the layer's backend (none for this layer)."""
+        return {}
 
     def to(self, backend: Backend) -> None:
-        """Move parameters to ``backend``; cached activations are dropped."""
+        """Move parameters and state to ``backend``; the by-hand cache is dropped."""
         self.backend = backend
         # Copies: torch's .numpy() and friends share memory, and updates are in place.
         self.params = {k: backend.asarray(v, self.dtype, copy=True) for k, v in self.params.items()}
+        self.state = {k: backend.asarray(v, copy=True) for k, v in self.state.items()}
         self.grads = {}
+        self.__dict__.pop("_cache", None)
+
+    # -- the pure protocol ---------------------------------------------------------------
+
+    @property
+    def output_activation(self) -> str | None:
+        """Name of the activation the output ends with, or None."""
+        return None
+
+    def logits(self, cache: Any) -> Array:
+        """The input of the final activation, from ``apply``'s cache."""
+        raise TypeError(f"{type(self).__name__} does not end with an activation")
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """Host randomness for one training call on an input of ``shape`` (None: no randomness)."""
+        return None
+
+    def apply(
+        self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
+    ) -> tuple[Array, Any, State]:
+        """``(y, cache, new_state)`` for input ``x`` (identity here)."""
+        return x, None, state
+
+    def vjp(
+        self,
+        params: Params,
+        cache: Any,
+        dy: Array,
+        *,
+        xp: Any,
+        need_input_grad: bool = True,
+        from_logits: bool = False,
+        overwrite_dy: bool = False,
+    ) -> tuple[dict[str, Array], Array | None]:
+        """``(grads, dx)`` from ``dy = dL/dy`` and ``apply``'s cache."""
+        return {}, dy if need_input_grad else None
+
+    # -- the by-hand path --------------------------------------------------------------
 
     def forward(self, x: Array, training: bool = False) -> Array:
-        """Output of the layer for input ``x`` of shape ``(batch, in_features)``."""
-        return x
+        """Output for input ``x``; remembers what :meth:`backward` needs (by-hand path)."""
+        backend = self._backend()
+        noise = None
+        if training:
+            host = self.draw(getattr(self, "rng", None) or np.random.default_rng(), tuple(x.shape), x.dtype)
+            if host is not None:
+                noise = backend.xp.asarray(host, device=backend.device)
+        y, self._cache, state = self.apply(
+            self.params, self.state, x, training=training, noise=noise, xp=backend.xp
+        )
+        self.state = state
+        return y
 
     def backward(self, dy: Array, *, need_input_grad: bool = True) -> Array | None:
         """Fill :attr:`grads` from ``dy = dL/dy`` and return ``dL/dx`` (None if not needed)."""
-        return dy
+        return self._backward(dy, need_input_grad=need_input_grad)
+
+    def _backward(self, dy: Array, **options: Any) -> Array | None:
+        cache = getattr(self, "_cache", None)
+        if cache is None and self.params:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward(x, training=True) first")
+        self.grads = {}  # let the previous step's gradients go before new ones are made
+        self.grads, dx = self.vjp(self.params, cache, dy, xp=self._backend().xp, **options)
+        return dx
+
+    @property
+    def pre_activation(self) -> Array:
+        """The logits of the last :meth:`forward` (by-hand path)."""
+        return self.logits(getattr(self, "_cache", None))
 
     def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this layer (for checkpoints)."""
@@ -206,30 +309,42 @@ class Dense(Layer):
         self._assign("bias", value, (self.units,))
 
     @property
-    def pre_activation(self) -> Array:
-        """``x @ weight + bias`` from the last :meth:`forward` (the logits).
+    def output_activation(self) -> str | None:
+        return self.activation.name
 
-        For activations with an in-place kernel (``kernels.FUSED_IN_PLACE``) on
-        NumPy this is overwritten by the output; no loss fuses with those.
-        """
-        return self._z
+    def logits(self, cache: Any) -> Array:
+        """``x @ weight + bias`` (for activations in ``kernels.FUSED_IN_PLACE`` on NumPy
+        the memory holds the output instead; no loss fuses with those)."""
+        return cache[1]
 
-    def forward(self, x: Array, training: bool = False) -> Array:
-        backend = self._backend()
-        self._x = x
-        z = x @ self.params["weight"]
+    def apply(
+        self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
+    ) -> tuple[Array, Any, State]:
+        z = x @ params["weight"]
         if self.use_bias:
-            bias = self.params["bias"]
-            if backend.mutable:  # z is ours: add in place
-                z += bias
-            else:
-                z = z + bias
-        name = self.activation.name
-        y = z if name == "linear" else kernels.activation_forward(name, z)
-        if y is None:
-            y = self.activation.forward(z, backend.xp)
-        self._z, self._y = z, y
-        return y
+            z = kernels.add_into(z, params["bias"])  # z is ours: NumPy adds in place
+        y = kernels.activation_forward(self.activation, z, xp)
+        return y, (x, z, y), state
+
+    def vjp(
+        self,
+        params: Params,
+        cache: Any,
+        dy: Array,
+        *,
+        xp: Any,
+        need_input_grad: bool = True,
+        from_logits: bool = False,
+        overwrite_dy: bool = False,
+    ) -> tuple[dict[str, Array], Array | None]:
+        x, z, y = cache
+        dz = dy
+        if not from_logits:
+            dz = kernels.activation_backward(self.activation, z, y, dy, xp, overwrite=overwrite_dy)
+        grads = {"weight": x.mT @ dz}
+        if self.use_bias:
+            grads["bias"] = xp.sum(dz, axis=0)
+        return grads, (dz @ params["weight"].mT if need_input_grad else None)
 
     def backward(
         self,
@@ -239,26 +354,14 @@ class Dense(Layer):
         through_activation: bool = True,
         overwrite_dy: bool = False,
     ) -> Array | None:
-        """Gradients from ``dy``.
+        """Gradients from ``dy`` (by-hand path).
 
         ``through_activation=False`` takes ``dy`` as ``dL/dz`` (a fused output);
-        ``overwrite_dy=True`` lets the layer reuse ``dy``'s memory (the network
-        passes it for arrays it made itself).
+        ``overwrite_dy=True`` lets the layer reuse ``dy``'s memory.
         """
-        xp = self._backend().xp
-        self.grads = {}  # let the previous step's gradients go before new ones are made
-        dz = dy
-        name = self.activation.name
-        if through_activation and name != "linear":
-            dz = kernels.activation_backward(name, self._y, dy) if overwrite_dy else None
-            if dz is None:
-                dz = self.activation.backward(self._z, self._y, dy, xp)
-        self.grads["weight"] = self._x.mT @ dz
-        if self.use_bias:
-            self.grads["bias"] = xp.sum(dz, axis=0)
-        if not need_input_grad:
-            return None
-        return dz @ self.params["weight"].mT
+        return self._backward(
+            dy, need_input_grad=need_input_grad, from_logits=not through_activation, overwrite_dy=overwrite_dy
+        )
 
 
 class Activation(Layer):
@@ -272,25 +375,45 @@ class Activation(Layer):
         return {"name": self.activation.name}
 
     @property
-    def pre_activation(self) -> Array:
-        """The input of the last :meth:`forward` (the logits)."""
-        return self._x
+    def output_activation(self) -> str | None:
+        return self.activation.name
 
-    def forward(self, x: Array, training: bool = False) -> Array:
-        self._x = x
-        self._y = self.activation.forward(x, self._backend().xp)
-        return self._y
+    def logits(self, cache: Any) -> Array:
+        """The layer's input."""
+        return cache[0]
 
-    def backward(self, dy: Array, *, need_input_grad: bool = True) -> Array | None:
-        return self.activation.backward(self._x, self._y, dy, self._backend().xp)
+    def apply(
+        self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
+    ) -> tuple[Array, Any, State]:
+        y = self.activation.forward(x, xp)  # x belongs to the layer before: never overwritten
+        return y, (x, y), state
+
+    def vjp(
+        self,
+        params: Params,
+        cache: Any,
+        dy: Array,
+        *,
+        xp: Any,
+        need_input_grad: bool = True,
+        from_logits: bool = False,
+        overwrite_dy: bool = False,
+    ) -> tuple[dict[str, Array], Array | None]:
+        if not need_input_grad:
+            return {}, None
+        if from_logits:
+            return {}, dy
+        x, y = cache
+        return {}, kernels.activation_backward(self.activation, x, y, dy, xp, overwrite=overwrite_dy)
 
 
 class Dropout(Layer):
     """Inverted dropout: in training, zeroes each unit with probability ``rate``.
 
     Kept units are scaled by ``1 / (1 - rate)``, so nothing changes at
-    prediction time. Masks are drawn from the network's host generator, so one
-    seed gives the same masks on every backend.
+    prediction time. Masks are drawn on the host from the network's
+    generator (:meth:`draw`), so one seed gives the same masks on every
+    backend, compiled or not.
     """
 
     def __init__(self, rate: float) -> None:
@@ -307,19 +430,36 @@ class Dropout(Layer):
         super().build(in_features, backend, dtype, rng)
         self.rng = rng
 
-    def forward(self, x: Array, training: bool = False) -> Array:
-        if not training or self.rate == 0.0:
-            self._mask = None
-            return x
-        backend = self._backend()
-        rng = self.rng if self.rng is not None else np.random.default_rng()
-        keep = rng.random(tuple(x.shape), dtype=np.float32) >= self.rate
-        mask = backend.xp.asarray(keep, device=backend.device)
-        self._mask = backend.xp.astype(mask, x.dtype) * (1.0 / (1.0 - self.rate))
-        return x * self._mask
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...], dtype: Any) -> np.ndarray | None:
+        """The boolean keep-mask of one training call (None when ``rate`` is 0)."""
+        if self.rate == 0.0:
+            return None
+        return rng.random(shape, dtype=np.float32) >= self.rate
 
-    def backward(self, dy: Array, *, need_input_grad: bool = True) -> Array | None:
-        return dy if self._mask is None else dy * self._mask
+    def apply(
+        self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
+    ) -> tuple[Array, Any, State]:
+        if not training or self.rate == 0.0:
+            return x, None, state
+        if noise is None:
+            raise ValueError("Dropout in training needs its mask: pass noise=draw(rng, x.shape, dtype)")
+        mask = xp.astype(noise, x.dtype) * (1.0 / (1.0 - self.rate))
+        return x * mask, mask, state
+
+    def vjp(
+        self,
+        params: Params,
+        cache: Any,
+        dy: Array,
+        *,
+        xp: Any,
+        need_input_grad: bool = True,
+        from_logits: bool = False,
+        overwrite_dy: bool = False,
+    ) -> tuple[dict[str, Array], Array | None]:
+        if not need_input_grad:
+            return {}, None
+        return {}, (dy if cache is None else dy * cache)
 
 
 LAYERS: dict[str, type[Layer]] = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout}

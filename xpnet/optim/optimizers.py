@@ -1,12 +1,18 @@
 """Optimizers with torch.optim's update rules, written as pure per-parameter steps.
 
-Each optimizer's :meth:`Optimizer.update` takes a parameter, its gradient and
-its state (a dict of arrays, empty at first) and returns the new parameter and
-state. By default it never mutates its inputs, so it works on JAX's immutable
-arrays; with ``inplace=True`` it writes the new values into the parameter and
-state arrays it was given (never into the gradient), which saves allocations
-and memory passes. :meth:`Optimizer.step` applies it to every parameter of a
-list of layers, in place wherever the backend's arrays are writeable.
+Each optimizer's :meth:`Optimizer.update` takes a parameter, its gradient,
+its state (a dict of arrays: empty at first, or :meth:`Optimizer.init_state`'s
+zeros), the step number and the learning rate, and returns the new parameter
+and state. By default it never mutates its inputs and takes the step number
+and learning rate as plain numbers or 0-d arrays, so it runs inside
+``jax.jit`` with both traced (nothing is baked in per step). With
+``inplace=True`` it writes the new values into the parameter and state arrays
+it was given (never into the gradient), which saves allocations and memory
+passes on NumPy, torch and CuPy.
+
+The optimizer object keeps the hyper-parameters, the step counter
+``iterations`` and the state between steps; :meth:`Optimizer.step` is the
+by-hand path over layers' ``grads``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,16 @@ def _check(name: str, value: float, *, low: float = 0.0, high: float | None = No
     return float(value)
 
 
-def _blend(a: Array, alpha: float, b: Array, beta: float, inplace: bool) -> Array:
+def _check_clip(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be None or a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _blend(a: Array, alpha: Any, b: Array, beta: Any, inplace: bool) -> Array:
     """``alpha * a + beta * b``, written into ``a`` when ``inplace``."""
     if not inplace:
         return alpha * a + beta * b
@@ -42,13 +57,16 @@ def _blend(a: Array, alpha: float, b: Array, beta: float, inplace: bool) -> Arra
     return a
 
 
-def _step(param: Array, scale: float, direction: Array, inplace: bool) -> Array:
-    """``param - scale * direction``, written into ``param`` when ``inplace``."""
-    if not inplace:
-        return param - scale * direction
-    if not kernels.subtract_scaled(param, scale, direction):
-        param -= scale * direction
-    return param
+def _sqrt(value: Any) -> Any:
+    """Square root of a Python number or a 0-d array (a traced step count)."""
+    return math.sqrt(value) if isinstance(value, (int, float)) else value**0.5
+
+
+def _where_first(step: Any, first: float, later: float, xp: Any) -> Any:
+    """``first`` at step 1, else ``later``, for a Python or array step number."""
+    if isinstance(step, (int, float)):
+        return first if step == 1 else later
+    return xp.where(step == 1, first, later)
 
 
 class Optimizer(ABC):
@@ -58,6 +76,11 @@ class Optimizer(ABC):
     ----------
     learning_rate : float
         May be changed between steps (learning-rate schedules do).
+    clip_norm : float or None
+        Scale every gradient by ``clip_norm / (total_norm + 1e-6)`` when the
+        global norm of all gradients together exceeds it (torch's formula).
+    clip_value : float or None
+        Clip every gradient element into ``[-clip_value, clip_value]``.
     iterations : int
         Number of steps taken.
     state : dict[str, dict[str, Array]]
@@ -66,20 +89,31 @@ class Optimizer(ABC):
 
     name = ""
     hyper_parameters: tuple[str, ...] = ("learning_rate", "weight_decay")
-    """Constructor arguments, saved with checkpoints by :meth:`get_config`."""
+    """Constructor arguments, saved with checkpoints by :meth:`get_config` (with the clipping ones)."""
 
-    def __init__(self, learning_rate: float, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        learning_rate: float,
+        weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+    ) -> None:
         self.learning_rate = _check("learning_rate", learning_rate)
         self.weight_decay = _check("weight_decay", weight_decay)
+        self.clip_norm = _check_clip("clip_norm", clip_norm)
+        self.clip_value = _check_clip("clip_value", clip_value)
         self.iterations = 0
         self.state: dict[str, State] = {}
 
     def get_config(self) -> dict[str, Any]:
         """Hyper-parameters that rebuild this optimizer."""
-        return {key: getattr(self, key) for key in self.hyper_parameters}
+        config = {key: getattr(self, key) for key in self.hyper_parameters}
+        return {**config, "clip_norm": self.clip_norm, "clip_value": self.clip_value}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        config = {k: v for k, v in self.get_config().items() if v is not None or not k.startswith("clip_")}
+        args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"
 
     def step(self, layers: Sequence[Any]) -> None:
@@ -93,10 +127,9 @@ class Optimizer(ABC):
         self.iterations += 1
 
     def update_layer(self, index: int, layer: Any) -> None:
-        """Update the parameters of ``layer``, the ``index``-th of the network, in this step.
+        """Update the parameters of ``layer``, the ``index``-th of the network, from ``layer.grads``.
 
-        ``Network`` calls it right after the layer's backward pass, while its
-        weights and gradients are still in cache.
+        The by-hand path; ``Network`` runs :func:`xpnet.train.step.train_step`.
         """
         if not layer.params:
             return
@@ -114,13 +147,42 @@ class Optimizer(ABC):
 
     @abstractmethod
     def update(
-        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+        self,
+        param: Array,
+        grad: Array,
+        state: State,
+        xp: Any,
+        *,
+        inplace: bool = False,
+        step: Any = None,
+        learning_rate: Any = None,
     ) -> tuple[Array, State]:
         """Return the new ``param`` and ``state`` after one step.
 
-        Pure by default; with ``inplace`` the parameter and state arrays are
-        updated and returned (the gradient is never written).
+        Parameters
+        ----------
+        param, grad : Array
+        state : dict[str, Array]
+            Empty before the first step, or :meth:`init_state`'s zeros (both
+            give torch's numbers).
+        xp : namespace
+        inplace : bool
+            Update and return the parameter and state arrays (the gradient is
+            never written); for backends whose arrays support ``-=``.
+        step : int or 0-d array, optional
+            The 1-based number of this step (bias corrections); default
+            :attr:`iterations`. An array must have the parameters' dtype.
+        learning_rate : float or 0-d array, optional
+            Default :attr:`learning_rate`.
         """
+
+    def init_state(self, param: Array, xp: Any) -> State:
+        """Zero state for ``param`` with the keys :meth:`update` returns (fixed-shape state for jit)."""
+        return {key: xp.zeros_like(param) for key in self.state_keys()}
+
+    def state_keys(self) -> tuple[str, ...]:
+        """Names of the per-parameter state arrays."""
+        return ()
 
     def to(self, backend: Backend) -> None:
         """Move the state arrays to ``backend``."""
@@ -128,6 +190,12 @@ class Optimizer(ABC):
             key: {k: backend.asarray(v, copy=True) for k, v in entry.items()}
             for key, entry in self.state.items()
         }
+
+    def _step_and_rate(self, step: Any, learning_rate: Any) -> tuple[Any, Any]:
+        return (
+            self.iterations if step is None else step,
+            self.learning_rate if learning_rate is None else learning_rate,
+        )
 
     def _decayed(self, param: Array, grad: Array) -> Array:
         # L2 penalty added to the gradient, as torch.optim's weight_decay (AdamW differs).
@@ -142,6 +210,8 @@ class SGD(Optimizer):
     learning_rate, momentum, nesterov, weight_decay, dampening
         As ``torch.optim.SGD``'s ``lr``, ``momentum``, ``nesterov``,
         ``weight_decay`` and ``dampening``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
     """
 
     name = "sgd"
@@ -154,27 +224,43 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         dampening: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.momentum = _check("momentum", momentum)
         self.dampening = _check("dampening", dampening)
         self.nesterov = bool(nesterov)
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
 
+    def state_keys(self) -> tuple[str, ...]:
+        return ("momentum",) if self.momentum else ()
+
     def update(
-        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+        self,
+        param: Array,
+        grad: Array,
+        state: State,
+        xp: Any,
+        *,
+        inplace: bool = False,
+        step: Any = None,
+        learning_rate: Any = None,
     ) -> tuple[Array, State]:
+        step, lr = self._step_and_rate(step, learning_rate)
         g = self._decayed(param, grad)
         if self.momentum:
             buf = state.get("momentum")
-            if buf is None:
+            if buf is None:  # torch starts the buffer at the first gradient
                 buf = xp.asarray(g, copy=True) if inplace else g
-            else:
-                buf = _blend(buf, self.momentum, g, 1.0 - self.dampening, inplace)
+            else:  # a zero buffer at step 1 gives the same, without dampening
+                damp = _where_first(step, 1.0, 1.0 - self.dampening, xp) if self.dampening else 1.0
+                buf = _blend(buf, self.momentum, g, damp, inplace)
             state = {"momentum": buf}
             g = g + self.momentum * buf if self.nesterov else buf
-        return _step(param, self.learning_rate, g, inplace), state
+        return kernels.subtract_scaled(param, lr, g, inplace=inplace), state
 
 
 class Adam(Optimizer):
@@ -184,6 +270,8 @@ class Adam(Optimizer):
     ----------
     learning_rate, beta1, beta2, eps, weight_decay
         ``torch.optim.Adam``'s ``lr``, ``betas``, ``eps`` and ``weight_decay``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
     """
 
     name = "adam"
@@ -197,17 +285,32 @@ class Adam(Optimizer):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.0,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.beta1 = _check("beta1", beta1, high=1.0)
         self.beta2 = _check("beta2", beta2, high=1.0)
         self.eps = _check("eps", eps)
 
+    def state_keys(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
     def update(
-        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+        self,
+        param: Array,
+        grad: Array,
+        state: State,
+        xp: Any,
+        *,
+        inplace: bool = False,
+        step: Any = None,
+        learning_rate: Any = None,
     ) -> tuple[Array, State]:
+        step, lr = self._step_and_rate(step, learning_rate)
         if self.decoupled:
-            decay = 1.0 - self.learning_rate * self.weight_decay
+            decay = 1.0 - lr * self.weight_decay
             if inplace:
                 param *= decay
             else:
@@ -220,17 +323,18 @@ class Adam(Optimizer):
         v = state.get("exp_avg_sq")
         m = (1.0 - b1) * g if m is None else _blend(m, b1, g, 1.0 - b1, inplace)
         v = (1.0 - b2) * (g * g) if v is None else _blend(v, b2, g * g, 1.0 - b2, inplace)
-        t = self.iterations
-        step_size = self.learning_rate / (1.0 - b1**t)
-        denom = _blend(xp.sqrt(v), 1.0 / math.sqrt(1.0 - b2**t), 1.0, self.eps, inplace)
-        ratio = kernels.divide_into(m, denom) if inplace else None
-        if ratio is None:
-            ratio = m / denom
-        return _step(param, step_size, ratio, inplace), {"exp_avg": m, "exp_avg_sq": v}
+        step_size = lr / (1.0 - b1**step)
+        denom = _blend(xp.sqrt(v), 1.0 / _sqrt(1.0 - b2**step), 1.0, self.eps, inplace)
+        ratio = kernels.divide(m, denom, inplace=inplace)
+        new = kernels.subtract_scaled(param, step_size, ratio, inplace=inplace)
+        return new, {"exp_avg": m, "exp_avg_sq": v}
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` (default 0.01)."""
+    """Adam with decoupled weight decay, as ``torch.optim.AdamW`` (default 0.01).
+
+    Parameters as :class:`Adam`, ``clip_norm`` and ``clip_value`` included.
+    """
 
     name = "adamw"
     decoupled = True
@@ -242,12 +346,26 @@ class AdamW(Adam):
         beta2: float = 0.999,
         eps: float = 1e-8,
         weight_decay: float = 0.01,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, beta1, beta2, eps, weight_decay)
+        super().__init__(
+            learning_rate, beta1, beta2, eps, weight_decay, clip_norm=clip_norm, clip_value=clip_value
+        )
 
 
 class RMSprop(Optimizer):
-    """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered)."""
+    """RMSprop as ``torch.optim.RMSprop`` (``alpha`` smoothing, optional momentum, centered).
+
+    Parameters
+    ----------
+    learning_rate, alpha, eps, momentum, weight_decay, centered
+        ``torch.optim.RMSprop``'s ``lr``, ``alpha``, ``eps``, ``momentum``,
+        ``weight_decay`` and ``centered``.
+    clip_norm, clip_value : float, optional
+        Gradient clipping before each step, see :mod:`xpnet.optim.clipping`.
+    """
 
     name = "rmsprop"
     hyper_parameters = ("learning_rate", "alpha", "eps", "momentum", "weight_decay", "centered")
@@ -260,16 +378,32 @@ class RMSprop(Optimizer):
         momentum: float = 0.0,
         weight_decay: float = 0.0,
         centered: bool = False,
+        *,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
     ) -> None:
-        super().__init__(learning_rate, weight_decay)
+        super().__init__(learning_rate, weight_decay, clip_norm=clip_norm, clip_value=clip_value)
         self.alpha = _check("alpha", alpha, high=1.0)
         self.eps = _check("eps", eps)
         self.momentum = _check("momentum", momentum)
         self.centered = bool(centered)
 
+    def state_keys(self) -> tuple[str, ...]:
+        keys = ("square_avg",) + (("grad_avg",) if self.centered else ())
+        return keys + (("momentum_buffer",) if self.momentum else ())
+
     def update(
-        self, param: Array, grad: Array, state: State, xp: Any, *, inplace: bool = False
+        self,
+        param: Array,
+        grad: Array,
+        state: State,
+        xp: Any,
+        *,
+        inplace: bool = False,
+        step: Any = None,
+        learning_rate: Any = None,
     ) -> tuple[Array, State]:
+        step, lr = self._step_and_rate(step, learning_rate)
         g = self._decayed(param, grad)
         keep = 1.0 - self.alpha
         sq = state.get("square_avg")
@@ -286,8 +420,8 @@ class RMSprop(Optimizer):
             buf = state.get("momentum_buffer")
             buf = g / avg if buf is None else _blend(buf, self.momentum, g / avg, 1.0, inplace)
             new_state["momentum_buffer"] = buf
-            return _step(param, self.learning_rate, buf, inplace), new_state
-        return _step(param, self.learning_rate, g / avg, inplace), new_state
+            return kernels.subtract_scaled(param, lr, buf, inplace=inplace), new_state
+        return kernels.subtract_scaled(param, lr, g / avg, inplace=inplace), new_state
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {

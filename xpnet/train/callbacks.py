@@ -14,10 +14,17 @@ imports ``network.py``.
 from __future__ import annotations
 
 import csv
+import inspect
 import math
+import string
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from .. import checkpoint
 
 
 class Callback:
@@ -36,8 +43,19 @@ class Callback:
         """Called once when ``fit`` ends (not when it raises)."""
 
 
+def parameters_finite(net: Any) -> bool:
+    """Whether every parameter of ``net`` is finite (one device read for all of them)."""
+    xp = net.backend.xp
+    flags = [xp.all(xp.isfinite(p)) for layer in net.layers for p in layer.params.values()]
+    return not flags or bool(xp.all(xp.stack(flags)))
+
+
 class TerminateOnNaN(Callback):
-    """Stop when the training loss becomes NaN or infinite (on in every ``fit`` by default).
+    """Stop when the training loss or a parameter becomes NaN or infinite (on in every ``fit``).
+
+    The parameters are checked at the end of every epoch too, so weights that
+    blow up in an epoch's last steps, after its loss was computed, stop the
+    run as a non-finite loss does.
 
     Parameters
     ----------
@@ -51,23 +69,38 @@ class TerminateOnNaN(Callback):
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         loss = logs.get("loss", 0.0)
-        if math.isfinite(loss):
+        if not math.isfinite(loss):
+            what, detail = f"the training loss became {loss}", ""
+        elif not parameters_finite(net):
+            what, detail = "the network's parameters became NaN or infinite", " (its loss was still finite)"
+        else:
             return
         net.stop_training = True
         if self.raise_error:
             raise FloatingPointError(
-                f"the training loss became {loss} in epoch {epoch + 1}; training stopped "
+                f"{what} in epoch {epoch + 1}{detail}; training stopped "
                 "(network.history holds every epoch up to it). Try a smaller learning rate "
                 "or check the scale of the data."
             )
+
+
+_MAXIMIZED = ("accuracy", "precision", "recall", "f1", "auc")
+"""Metrics where larger is better: ``mode="auto"`` maximizes them (with or without ``val_``)."""
 
 
 def _monitor_mode(monitor: str, mode: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "auto":
-        return "max" if "accuracy" in monitor else "min"
+        key = monitor.removeprefix("val_")
+        return "max" if "accuracy" in monitor or key in _MAXIMIZED else "min"
     return mode
+
+
+def _count(name: str, value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
 
 
 def _monitored(monitor: str, logs: dict[str, float], owner: str) -> float:
@@ -104,8 +137,7 @@ class EarlyStopping(Callback):
         restore_best_weights: bool = False,
         mode: str = "auto",
     ) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience must be a non-negative integer, got {patience!r}")
+        _count("patience", patience)
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta!r}")
         self.monitor = monitor
@@ -148,7 +180,11 @@ class ModelCheckpoint(Callback):
     """Save the network after each epoch (or only when the monitored metric improves).
 
     Writes are atomic: a temporary file in the same folder is renamed over
-    ``path``, so a crash never leaves a half-written checkpoint.
+    ``path``, so a crash never leaves a half-written checkpoint (see
+    :func:`xpnet.checkpoint.atomic_write_bytes`). An epoch whose loss, or any
+    of whose parameters or optimizer state, is NaN or infinite is never
+    saved (a RuntimeWarning says so), whatever the order of the callbacks:
+    the last good checkpoint stays.
 
     Parameters
     ----------
@@ -169,6 +205,7 @@ class ModelCheckpoint(Callback):
         mode: str = "auto",
     ) -> None:
         self.path = str(path)
+        self.fields = _template_fields(self.path)
         self.monitor = monitor
         self.save_best_only = save_best_only
         self.mode = _monitor_mode(monitor, mode)
@@ -176,15 +213,58 @@ class ModelCheckpoint(Callback):
         self.saved: list[str] = []
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        target = self._target(epoch, logs)
+        if not math.isfinite(logs.get("loss", 0.0)):
+            self._skip(epoch, "its training loss is not finite")
+            return
         if self.save_best_only:
             value = _monitored(self.monitor, logs, "ModelCheckpoint")
             better = value < self.best if self.mode == "min" else value > self.best
             if not better:
                 return
+        tensors, metadata = net.state()
+        if not all(bool(np.all(np.isfinite(t))) for t in tensors.values() if t.dtype.kind == "f"):
+            self._skip(epoch, "its parameters or optimizer state are not finite")
+            return
+        checkpoint.write(target, tensors, metadata)
+        if self.save_best_only:
             self.best = value
-        target = self.path.format(epoch=epoch + 1, **logs)
-        net.save(target)
         self.saved.append(target)
+
+    def _target(self, epoch: int, logs: dict[str, float]) -> str:
+        missing = [f for f in self.fields if f != "epoch" and f not in logs]
+        if missing:
+            hint = " (pass validation_data to fit)" if any(f.startswith("val_") for f in missing) else ""
+            raise ValueError(
+                f"ModelCheckpoint path {self.path!r} names {missing}, which fit does not log{hint}; "
+                f"logged: {sorted(logs)}"
+            )
+        try:
+            return self.path.format(epoch=epoch + 1, **logs)
+        except (ValueError, TypeError, IndexError) as exc:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted: {exc}") from None
+
+    def _skip(self, epoch: int, why: str) -> None:
+        warnings.warn(
+            f"ModelCheckpoint did not save epoch {epoch + 1}: {why}; the last good checkpoint stays",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def _template_fields(path: str) -> list[str]:
+    """The names a ``str.format`` template uses (ValueError for a malformed one or positional fields)."""
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(path) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"ModelCheckpoint path {path!r} is not a valid template: {exc}") from None
+    names = [field.split(".")[0].split("[")[0] for field in fields]
+    if any(not name or name.isdigit() for name in names):
+        raise ValueError(
+            f"ModelCheckpoint path {path!r} has a positional field; "
+            "name it, e.g. {epoch} or {val_loss:.3f}"
+        )
+    return names
 
 
 class LearningRateScheduler(Callback):
@@ -197,21 +277,134 @@ class LearningRateScheduler(Callback):
     """
 
     def __init__(self, schedule: Callable[..., float]) -> None:
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler needs a function of the epoch, got {schedule!r}")
         self.schedule = schedule
+        self.arguments = _schedule_arguments(schedule)
 
     def on_epoch_begin(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         current = net.optimizer.learning_rate
-        try:
+        if self.arguments == 2:
             rate = self.schedule(epoch, current)
-        except TypeError:
+        elif self.arguments == 1:
             rate = self.schedule(epoch)
-        rate = float(rate)
+        else:  # no signature to read (some builtins): try both forms
+            try:
+                rate = self.schedule(epoch, current)
+            except TypeError:
+                rate = self.schedule(epoch)
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ValueError(f"the schedule returned {rate!r} for epoch {epoch}; expected a number") from None
         if not math.isfinite(rate) or rate < 0:
             raise ValueError(f"the schedule gave learning rate {rate} for epoch {epoch}")
         net.optimizer.learning_rate = rate
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         logs["lr"] = net.optimizer.learning_rate
+
+
+def _schedule_arguments(schedule: Callable[..., float]) -> int | None:
+    """2 if ``schedule`` takes (epoch, rate), 1 if (epoch), None if its signature is unknown.
+
+    Decided once, so a TypeError raised inside the schedule is the user's to
+    see, not taken for a wrong number of arguments.
+    """
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):
+        return None
+    for count in (2, 1):
+        try:
+            signature.bind(*range(count))
+        except TypeError:
+            continue
+        return count
+    raise ValueError(
+        f"the schedule {schedule!r} must take the epoch, or the epoch and the current learning rate"
+    )
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when a monitored metric stops improving (Keras's rules).
+
+    At the end of each epoch: while in cooldown, the cooldown counter drops
+    by one and the wait restarts; an improvement (by more than
+    ``min_delta``) becomes the best value and restarts the wait; otherwise,
+    out of cooldown, the wait grows, and when it reaches ``patience`` the
+    rate becomes ``max(rate * factor, min_lr)`` (unless it is already at
+    ``min_lr``), the wait restarts and ``cooldown`` epochs of cooldown begin.
+    The epoch where the cooldown ends already counts towards the wait, as in
+    Keras. The rate used during the epoch is logged as ``"lr"``. Counters
+    restart at the beginning of each ``fit``.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``"val_loss"`` or ``"val_auc"``.
+    factor : float
+        In ``(0, 1)``: ``new_lr = lr * factor``.
+    patience : int
+        Epochs without improvement before the rate is reduced.
+    min_delta : float
+        The least change that counts as an improvement.
+    cooldown : int
+        Epochs after a reduction during which no wait is counted.
+    min_lr : float
+        The rate is never reduced below this.
+    mode : {"auto", "min", "max"}
+        Whether smaller or larger is better; ``"auto"`` maximizes accuracy,
+        precision, recall, f1 and auc.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        factor: float = 0.1,
+        patience: int = 10,
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        mode: str = "auto",
+    ) -> None:
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1) so that the rate shrinks, got {factor!r}")
+        if not min_delta >= 0 or not min_lr >= 0:
+            raise ValueError(f"min_delta and min_lr must be >= 0, got {min_delta!r} and {min_lr!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = _count("patience", patience)
+        self.min_delta = float(min_delta)
+        self.cooldown = _count("cooldown", cooldown)
+        self.min_lr = float(min_lr)
+        self.mode = _monitor_mode(monitor, mode)
+        self.on_train_begin(None, {})
+
+    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
+        self.wait = 0
+        self.cooldown_counter = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def _improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        logs["lr"] = net.optimizer.learning_rate
+        value = _monitored(self.monitor, logs, "ReduceLROnPlateau")
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best, self.wait = value, 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience and net.optimizer.learning_rate > self.min_lr:
+                net.optimizer.learning_rate = max(net.optimizer.learning_rate * self.factor, self.min_lr)
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
 
 
 class CSVLogger(Callback):

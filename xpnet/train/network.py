@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
 from .. import checkpoint
 from ..backend import Array, Backend, get_backend, to_numpy
+from ..backend.compile import Epoch
 from ..nn.activations import get_activation
-from ..nn.layers import Activation, Dense, Layer
-from ..nn.losses import CategoricalCrossentropy, CrossEntropy, Loss, get_loss
-from ..nn.metrics import correct_count, prediction_count
+from ..nn.layers import Layer
+from ..nn.losses import CategoricalCrossentropy, Loss, get_loss
+from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
+from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import inputs, serialize
+from . import inputs, serialize, step, weighting
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
+from .summary import summary_text
 
 
 class Network:
@@ -47,6 +50,11 @@ class Network:
         Seeds the host generator that draws initial weights, shuffling order
         and dropout masks; the same seed gives the same run on every backend.
         ``None`` draws fresh entropy.
+    compile : bool or None
+        How ``fit`` runs the training step: None the backend's best (JAX: a
+        compiled epoch; NumPy, torch, CuPy: eager with in-place updates),
+        False plain eager code with pure updates (for debugging). Both give
+        the same numbers to rounding. A runtime choice: not saved.
 
     Examples
     --------
@@ -69,6 +77,7 @@ class Network:
         device: Any = None,
         dtype: str = "float32",
         seed: int | None = None,
+        compile: bool | None = None,
     ) -> None:
         layers = list(layers) if not isinstance(layers, Layer) else [layers]
         if not layers:
@@ -85,7 +94,7 @@ class Network:
         self.dtype = dtype
         self.backend.dtype(dtype)
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.rng = np.random.default_rng(inputs.seed(seed))
         self.history = History()
         self.epoch = 0
         self.stop_training = False
@@ -95,6 +104,8 @@ class Network:
         """JSON-able facts saved with the network; the keys ``feature_names``, ``encoder``,
         ``target_scaling`` and ``classes`` change what it does (see :mod:`xpnet.train.inputs`)."""
         self._classification = self.loss.classification
+        self.compile = compile
+        self._runners: dict[Any, Any] = {}
         if self.layers[0].in_features is not None:
             self.build(self.layers[0].in_features)
 
@@ -113,10 +124,9 @@ class Network:
     @property
     def out_features(self) -> int:
         """Number of outputs (the last layer's units)."""
-        for layer in reversed(self.layers):
-            if isinstance(layer, Dense):
-                return layer.units
-        n = self.layers[0].in_features
+        n: Any = self.layers[0].in_features
+        for layer in self.layers:
+            n = layer.output_features(n)
         if n is None:
             raise ValueError("the network's output size is unknown before it is built")
         return n
@@ -124,6 +134,7 @@ class Network:
     def build(self, in_features: int) -> None:
         """Create every layer's parameters for ``in_features`` inputs (seeded)."""
         n = inputs.positive_int("in_features", in_features)
+        inputs.check_size([layer for layer in self.layers if not layer.built], n, self.dtype)
         for layer in self.layers:
             if not layer.built:
                 layer.build(n, self.backend, self.dtype, self.rng)
@@ -131,12 +142,9 @@ class Network:
                 raise ValueError(f"{layer!r} expects {layer.in_features} input features, but gets {n}")
             n = layer.output_features(n)
 
-    def _fused_output(self) -> bool:
-        """Whether the final activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
-        last = self.layers[-1]
-        if self.loss.output_activation is None or not isinstance(last, (Dense, Activation)):
-            return False
-        return last.activation.name == self.loss.output_activation
+    def _model(self) -> step.Model:
+        transform = gradient_transform(self.optimizer.clip_norm, self.optimizer.clip_value)
+        return step.Model(tuple(self.layers), self.loss, self.optimizer, transform=transform)
 
     def parameter_count(self) -> int:
         """Total number of trainable scalars."""
@@ -173,87 +181,70 @@ class Network:
 
     def summary(self, print_fn: Any = print) -> str:
         """Print (and return) layers, output shapes, parameter counts, backend, device, dtype."""
-        rows = [("Layer", "Output shape", "Params")]
-        n = self.layers[0].in_features
-        for layer in self.layers:
-            count = sum(math.prod(p.shape) for p in layer.params.values())
-            if n is not None:
-                n = layer.output_features(n)
-            shape = f"(None, {n if n is not None else '?'})"
-            rows.append((repr(layer), shape, f"{count:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        rule = "-" * (sum(widths) + 4)
-        lines = [
-            f"Network on {self.backend.name} ({self.backend.device}), dtype {self.dtype}",
-            rule,
-        ]
-        for i, row in enumerate(rows):
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
-            if i == 0:
-                lines.append(rule)
-        lines += [
-            rule,
-            f"Total params: {self.parameter_count():,}",
-            f"Loss: {self.loss.name}   Optimizer: {self.optimizer!r}",
-        ]
-        text = "\n".join(lines)
+        text = summary_text(self)
         if print_fn is not None:
             print_fn(text)
         return text
 
     # -- training ----------------------------------------------------------------------
 
-    def _forward(self, x: Array, training: bool) -> Array:
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
-        return x
+    def _arrays(self) -> tuple[step.Params, step.OptState, step.LayerState]:
+        return (
+            [layer.params for layer in self.layers],
+            self.optimizer.state,
+            [layer.state for layer in self.layers],
+        )
 
-    def _loss_and_output_grad(self, out: Array, y: Array) -> tuple[Array, Array, Array, bool]:
-        """Loss, its gradient, class probabilities, and whether the gradient is w.r.t. logits."""
-        xp = self.backend.xp
-        loss = self.loss
-        if not isinstance(loss, CrossEntropy):
-            value, grad = loss.value_and_gradient(out, y, xp=xp)
-            return value, grad, out, False
-        if self._fused_output():
-            logits = cast("Dense | Activation", self.layers[-1]).pre_activation
-            value, grad = loss.fused(logits, out, y, xp=xp)
-            return value, grad, out, True
-        # Any other final activation: the outputs are logits, as torch takes them.
-        prob = get_activation(loss.output_activation).forward(out, xp)
-        value, grad = loss.fused(out, prob, y, xp=xp)
-        return value, grad, prob, False
+    def _publish(self, params: step.Params, opt_state: step.OptState, layer_state: step.LayerState) -> None:
+        for layer, p, s in zip(self.layers, params, layer_state):
+            # JAX returns dicts with sorted keys: keep each layer's own order (weight, bias)
+            layer.params = {name: p[name] for name in layer.params}
+            layer.state = {name: s[name] for name in layer.state}
+        self.optimizer.state = opt_state
 
-    def _backward_and_update(self, grad: Array, fused: bool) -> None:
-        """Backpropagate ``grad`` and update each layer as soon as its gradients exist.
+    def _draw(self) -> Any:
+        """Each layer's host noise for a batch, or None when no layer draws."""
+        if all(type(layer).draw is Layer.draw for layer in self.layers):
+            return None
+        layers, rng, dtype = self.layers, self.rng, self.dtype
+        return lambda rows: step.draw_noise(layers, rng, rows, dtype)
 
-        A layer's input gradient is computed before its weights change, so the
-        result equals a full backward pass followed by ``optimizer.step``.
-        """
-        optimizer = self.optimizer
-        optimizer.start_step()
-        first = next((i for i, layer in enumerate(self.layers) if layer.params), len(self.layers))
-        i = len(self.layers) - 1
-        if fused:
-            last = self.layers[i]
-            if isinstance(last, Dense):
-                grad = last.backward(grad, need_input_grad=i > first, through_activation=False)
-                optimizer.update_layer(i, last)
-            i -= 1
-        for j in range(i, first - 1, -1):
-            layer = self.layers[j]
-            if isinstance(layer, Dense):
-                grad = layer.backward(grad, need_input_grad=j > first, overwrite_dy=True)
-            else:
-                grad = layer.backward(grad, need_input_grad=j > first)
-            optimizer.update_layer(j, layer)
+    def _runner(self) -> Any:
+        model = self._model()
+        key = (self.backend, self.compile, self.dtype, step.signature(model))
+        if key not in self._runners:
+            self._runners[key] = step.runner(model, self.backend, self.compile)
+        return self._runners[key]
 
     def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """One optimizer step on a batch already on the device; returns (loss, probabilities)."""
-        out = self._forward(x, training=True)
-        value, grad, prob, fused = self._loss_and_output_grad(out, y)
-        self._backward_and_update(grad, fused)
-        return value, prob
+        """One optimizer step on a batch already on the device; returns (loss, correct count)."""
+        n = int(x.shape[0])
+        total, correct = self._train_epoch(self._runner(), x, y, n, False, None)
+        return total / n, correct
+
+    def _train_epoch(
+        self,
+        run: Any,
+        x: Array,
+        t: Array,
+        size: int,
+        shuffle: bool,
+        progress: Progress | None,
+        weight: Array | None = None,
+    ) -> Any:
+        order = self.rng.permutation(int(x.shape[0])) if shuffle else None
+        opt = self.optimizer
+        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate, weight)
+        report = None
+        if progress is not None and progress.active:
+
+            def report(done: int, total: Any, seen: int) -> None:
+                progress.step(done, _running_loss(total, seen))
+
+        carry, total, correct = run.run(self._arrays(), epoch, report)
+        self.optimizer.iterations += epoch.steps
+        self._publish(*carry)
+        return total, correct
 
     def fit(
         self,
@@ -264,6 +255,10 @@ class Network:
         batch_size: int = 32,
         shuffle: bool = True,
         validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        sample_weight: Any = None,
+        class_weight: Any = None,
+        metrics: Sequence[Any] | None = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
         preprocess: str | None = None,
@@ -283,6 +278,21 @@ class Network:
             Reshuffle (with the network's host generator) before each epoch.
         validation_data : (X_val, y_val), optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+        validation_split : float
+            Fraction of rows to validate on instead: the last ``n - floor(n * (1 - s))``
+            rows, taken before any shuffling (not with ``validation_data``).
+        sample_weight : array_like, shape (samples,), optional
+            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``.
+        class_weight : dict or "balanced", optional
+            ``{label: weight}`` multiplied into the sample weights (labels not
+            named weigh 1); ``"balanced"`` as scikit-learn's. With categorical
+            cross-entropy this is torch's ``CrossEntropyLoss(weight=...)``.
+        metrics : list, optional
+            Names (``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"``,
+            ``"auc"``, ``"mae"``, ``"mse"``) or callables ``f(y_true, y_pred)``,
+            logged per epoch under their names (and ``val_`` ones). They are
+            measured on the training rows with the epoch's final weights (no
+            dropout, running statistics), on the device, and read once per epoch.
         callbacks : iterable of Callback
             See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
             is added unless one is given.
@@ -298,85 +308,104 @@ class Network:
         Returns
         -------
         History
-            Also kept as ``net.history`` (across calls), even when training stops
-            on a non-finite loss.
+            The epochs of this call. ``net.history`` accumulates every call's
+            epochs (and is saved and restored with checkpoints); both keep the
+            epoch that stopped training on a non-finite loss.
 
         Raises
         ------
         FloatingPointError
-            When the training loss becomes NaN or infinite (names the epoch),
+            When the training loss or a parameter becomes NaN or infinite (names the epoch),
             unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
         """
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
-        inputs.prepare(self, X, y, preprocess)
+        inputs.prepare(self, X, y, preprocess, sample_weight)
         x = inputs.features(self, X)
         t = inputs.targets(self, y, int(x.shape[0]))
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val)")
-            xv = inputs.features(self, validation_data[0], "validation X")
-            val = (xv, inputs.targets(self, validation_data[1], int(xv.shape[0]), "validation y"))
+        val = _validation(self, validation_data)
+        x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
+        self._metric_list(metrics)  # refuse bad names before any work
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
-        history = History()
-        self.history = history
+        history = History()  # this call's epochs; self.history keeps every call's
         self.stop_training = False
         _call(callbacks, "on_train_begin", self, {})
         n = int(x.shape[0])
-        steps = -(-n // batch_size)
-        xp = self.backend.xp
-        progress = Progress(verbose, steps, int(epochs), self.epoch)
-        device = self.backend.device
-        binary = self._binary
-        judged = prediction_count(t, binary=binary)
-        for _ in range(int(epochs)):
-            epoch = self.epoch
-            _call(callbacks, "on_epoch_begin", self, epoch, {})
-            order = xp.asarray(self.rng.permutation(n), device=device) if shuffle else None
-            total: Array = 0.0
-            correct: Array = 0
-            progress.start_epoch(epoch)
-            for step, start in enumerate(range(0, n, batch_size)):
-                stop = min(start + batch_size, n)
-                if order is None:
-                    xb, tb = x[start:stop, ...], t[start:stop, ...]
-                else:  # gathering per batch keeps no shuffled copy of the whole data
-                    index = order[start:stop, ...]
-                    xb, tb = xp.take(x, index, axis=0), xp.take(t, index, axis=0)
-                value, prob = self.train_step(xb, tb)
-                total = total + value * (stop - start)
+        progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
+        judged = prediction_count(t, binary=self._model().binary)
+        run = self._runner()
+        with self.backend.scope():
+            for _ in range(int(epochs)):
+                epoch = self.epoch
+                _call(callbacks, "on_epoch_begin", self, epoch, {})
+                progress.start_epoch(epoch)
+                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress, weight)
+                logs = {"loss": float(total) / n}
                 if self._classification:
-                    correct = correct + correct_count(prob, tb, xp, binary=binary)
-                if progress.active:
-                    progress.step(step + 1, _running_loss(total, stop))
-            logs = {"loss": float(total) / n}
-            if self._classification:
-                logs["accuracy"] = float(correct) / judged
-            self.epoch += 1
-            if val is not None and math.isfinite(logs["loss"]):
-                scores = self._evaluate(*val, batch_size=max(batch_size, 4096))
-                logs.update({f"val_{k}": v for k, v in scores.items()})
-            history.append(epoch, logs)
-            progress.end_epoch(logs)
-            recorded = len(logs)
-            _call(callbacks, "on_epoch_end", self, epoch, logs)
-            if len(logs) != recorded:
-                history.update_last(logs)
-            if self.stop_training:
-                break
+                    logs["accuracy"] = float(correct) / judged
+                self.epoch += 1
+                if metrics and math.isfinite(logs["loss"]):
+                    scores = self._evaluate(x, t, max(batch_size, 4096), self._metric_list(metrics))
+                    logs.update({k: v for k, v in scores.items() if k not in logs})
+                if val is not None and math.isfinite(logs["loss"]):
+                    scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
+                    logs.update({f"val_{k}": v for k, v in scores.items()})
+                history.append(epoch, logs)
+                self.history.append(epoch, logs)
+                progress.end_epoch(logs)
+                recorded = len(logs)
+                _call(callbacks, "on_epoch_end", self, epoch, logs)
+                if len(logs) != recorded:
+                    history.update_last(logs)
+                    self.history.update_last(logs)
+                if self.stop_training:
+                    break
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
 
-    @property
-    def _binary(self) -> bool:
-        return not isinstance(self.loss, CategoricalCrossentropy)
+    def _fit_data(
+        self, x: Array, t: Array, val: Any, split: Any, sample_weight: Any, class_weight: Any
+    ) -> tuple[Array, Array, Array | None, Any]:
+        """Training rows, targets and device weights after ``validation_split``; the validation pair."""
+        n = int(x.shape[0])
+        weight = weighting.combined(sample_weight, class_weight, t, n, binary=self._model().binary)
+        train = weighting.split_rows(n, split)
+        if split:
+            if val is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            val = (x[train:, ...], t[train:, ...])
+            x, t = x[:train, ...], t[:train, ...]
+            weight = None if weight is None else weight[:train]
+            if weight is not None and not weight.any():
+                raise ValueError("every training sample has weight 0 after validation_split")
+        if weight is not None:
+            weight = self.backend.asarray(weight, self.dtype)
+        return x, t, weight, val
+
+    def _metric_list(self, metrics: Sequence[Any] | None) -> list[Metric]:
+        if metrics is None:
+            return []
+        if isinstance(metrics, (str, Metric)) or callable(metrics):
+            metrics = [metrics]
+        if isinstance(self.loss, CategoricalCrossentropy):
+            task = "multiclass"
+        else:
+            task = "binary" if self._classification else "regression"
+        return [get_metric(m, task) for m in metrics]
 
     # -- inference -----------------------------------------------------------------------
+
+    def _infer(self, x: Array) -> tuple[Array, Any]:
+        """Output and last cache of the pure forward pass; nothing is kept anywhere."""
+        params, _, states = self._arrays()
+        out, caches, _ = step.forward(
+            self.layers, params, states, x, training=False, xp=self.backend.xp, keep_caches=False
+        )
+        return out, caches[-1]
 
     def predict(self, X: Any, *, batch_size: int | None = None) -> Array:
         """Outputs after the final activation, on the network's backend.
@@ -384,19 +413,19 @@ class Network:
         With a final sigmoid/softmax these are probabilities; with a linear
         output and a cross-entropy loss they are logits. A network with a
         ``target_scaling`` (see :mod:`xpnet.train.inputs`) answers in the
-        target's units.
+        target's units. Safe to call from several threads, also while another
+        thread runs ``fit``.
         """
         x = inputs.features(self, X)
-        return inputs.outputs(self, self._predict(x, batch_size))
+        with self.backend.scope():
+            return inputs.owned(inputs.outputs(self, self._predict(x, batch_size)), x, self.backend.xp)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
-            return self._forward(x, training=False)
+            return self._infer(x)[0]
         batch_size = inputs.positive_int("batch_size", batch_size)
         n = int(x.shape[0])
-        parts = [
-            self._forward(x[i : min(i + batch_size, n), ...], training=False) for i in range(0, n, batch_size)
-        ]
+        parts = [self._infer(x[i : min(i + batch_size, n), ...])[0] for i in range(0, n, batch_size)]
         return self.backend.xp.concat(parts, axis=0)
 
     def predict_proba(self, X: Any, *, batch_size: int | None = None) -> Array:
@@ -404,31 +433,46 @@ class Network:
         if not self._classification:
             raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
         out = self.predict(X, batch_size=batch_size)
-        if self._fused_output():
+        if self._model().fused:
             return out
         return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
 
-    def evaluate(self, X: Any, y: Any, *, batch_size: int | None = None) -> dict[str, float]:
-        """Loss (and accuracy for classification losses) on ``(X, y)``, without training."""
-        x = inputs.features(self, X)
-        return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size)
+    def evaluate(
+        self, X: Any, y: Any, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
+    ) -> dict[str, float]:
+        """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
 
-    def _evaluate(self, x: Array, t: Array, batch_size: int | None) -> dict[str, float]:
+        ``metrics`` as in :meth:`fit` adds their values under their names.
+        """
+        x = inputs.features(self, X)
+        chosen = self._metric_list(metrics)
+        with self.backend.scope():
+            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size, chosen)
+
+    def _evaluate(
+        self, x: Array, t: Array, batch_size: int | None, metrics: Sequence[Metric] = ()
+    ) -> dict[str, float]:
         xp = self.backend.xp
+        model = self._model()
         n = int(x.shape[0])
         size = n if batch_size is None else inputs.positive_int("batch_size", batch_size)
         total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
         correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
+        for metric in metrics:
+            metric.reset()
         for i in range(0, n, size):
-            stop = min(i + size, n)
-            xb, tb = x[i:stop, ...], t[i:stop, ...]
-            value, _, prob, _ = self._loss_and_output_grad(self._forward(xb, training=False), tb)
+            xb, tb = x[i : min(i + size, n), ...], t[i : min(i + size, n), ...]
+            value, _, prob, _ = step.loss_terms(model, *self._infer(xb), tb, None, xp)
             total = total + value * xb.shape[0]
             if self._classification:
-                correct = correct + correct_count(prob, tb, xp, binary=self._binary)
+                correct = correct + correct_count(prob, tb, xp, binary=model.binary)
+            for metric in metrics:
+                metric.update(prob, tb)
         result = {"loss": float(total) / n}
         if self._classification:
-            result["accuracy"] = float(correct) / prediction_count(t, binary=self._binary)
+            result["accuracy"] = float(correct) / prediction_count(t, binary=model.binary)
+        for metric in metrics:
+            result.setdefault(metric.name, metric.result())
         return result
 
     def save(self, path: Any) -> None:
@@ -451,6 +495,11 @@ class Network:
         """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent)."""
         return serialize.restore(cls, metadata, tensors, backend, device)
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_runners"] = {}  # compiled functions do not pickle; they are rebuilt on use
+        return state
+
     def __repr__(self) -> str:
         return (
             f"Network({self.layers!r}, loss={self.loss.name!r}, optimizer={self.optimizer!r}, "
@@ -461,6 +510,15 @@ class Network:
 def _running_loss(total: Array, seen: int) -> Any:
     """The progress bar's reader of the mean loss so far (a device read, so called rarely)."""
     return lambda: {"loss": float(total) / seen}
+
+
+def _validation(net: Network, data: Any) -> tuple[Array, Array] | None:
+    if data is None:
+        return None
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    xv = inputs.features(net, data[0], "validation X")
+    return xv, inputs.targets(net, data[1], int(xv.shape[0]), "validation y")
 
 
 def _call(callbacks: list[Any], hook: str, *args: Any) -> None:
@@ -490,7 +548,7 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
     ValueError
         If the file is corrupt, truncated, oversized or not an xpnet model.
     """
-    metadata, tensors = checkpoint.read(path, max_bytes=max_bytes)
+    metadata, tensors = checkpoint.read(path, max_bytes=max_bytes, check=serialize.check)
     try:
         return Network.from_state(metadata, tensors, backend=backend, device=device)
     except ValueError as exc:

@@ -3,19 +3,44 @@
 :func:`state_of` turns a network into what :func:`xpnet.checkpoint.write`
 stores; :func:`restore` rebuilds one from what :func:`xpnet.checkpoint.read`
 returns. The network class is passed in, so this module never imports it.
+
+:func:`check` validates every metadata entry and the declared tensor shapes
+against the architecture before anything the size of the model is allocated;
+:func:`xpnet.checkpoint.read` runs it between the header and the tensors.
+Whatever is wrong, the error is a ValueError.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..backend import to_numpy
-from ..nn.layers import LAYERS
-from ..optim.optimizers import OPTIMIZERS
+from ..checkpoint import TensorSpecs, loads_json
+from ..nn.layers import LAYERS, Layer
+from ..nn.losses import Loss, get_loss
+from ..nn.shapes import parameter_shapes, state_shapes
+from ..optim.optimizers import OPTIMIZERS, Optimizer
 from .history import History
+
+REQUIRED = (
+    "layers",
+    "in_features",
+    "loss",
+    "optimizer",
+    "dtype",
+    "epoch",
+    "rng_state",
+    "input_scaling",
+    "metadata",
+    "history",
+)
+FLOAT_TENSORS = {"float32": "F32", "float64": "F64"}
+_BAD_CONFIG = (TypeError, ValueError, KeyError, AttributeError, OverflowError)
 
 
 def _jsonable(value: Any) -> Any:
@@ -38,6 +63,8 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     for index, layer in enumerate(net.layers):
         for name, value in layer.params.items():
             tensors[f"layers.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
+        for name, value in layer.state.items():
+            tensors[f"state.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
     for key, state in net.optimizer.state.items():
         for name, value in state.items():
             tensors[f"optimizer.{key}.{name}"] = np.ascontiguousarray(to_numpy(value))
@@ -51,6 +78,7 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         "layers": json.dumps(layers),
         "in_features": str(net.in_features),
         "loss": net.loss.name,
+        "loss_config": json.dumps(net.loss.get_config()),
         "optimizer": json.dumps(optimizer),
         "dtype": net.dtype,
         "epoch": str(net.epoch),
@@ -62,59 +90,248 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
+@dataclass
+class Contents:
+    """Checked checkpoint metadata, ready to rebuild a network from."""
+
+    layers: list[Layer]
+    in_features: int
+    loss: Loss
+    optimizer: Optimizer
+    dtype: str
+    epoch: int
+    rng_state: dict[str, Any]
+    input_scaling: dict[str, Any] | None
+    metadata: dict[str, Any]
+    history: History
+
+
+def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
+    """Validate checkpoint metadata and declared tensors; ValueError naming the first problem.
+
+    Nothing here allocates more than the metadata's own size: the parameter
+    shapes the architecture implies are computed, not built, and must equal
+    the shapes the file declares.
+    """
+    if not isinstance(meta, dict):
+        raise ValueError("the model metadata is not a mapping")
+    missing = [key for key in REQUIRED if not isinstance(meta.get(key), str)]
+    if missing:
+        raise ValueError(f"the model file lacks the metadata entries {missing}")
+    dtype = meta["dtype"]
+    if dtype not in FLOAT_TENSORS:
+        raise ValueError(f"the model's dtype is {dtype!r}; expected 'float32' or 'float64'")
+    in_features = _natural(meta["in_features"], "in_features", positive=True)
+    layers = _layers(loads_json(meta["layers"], "the model's layers"))
+    _check_tensors(layers, in_features, FLOAT_TENSORS[dtype], specs)
+    loss_config = _mapping(
+        loads_json(meta.get("loss_config", "{}"), "the model's loss_config"), "loss_config"
+    )
+    try:
+        loss = get_loss(meta["loss"], **loss_config)
+    except _BAD_CONFIG as exc:
+        raise ValueError(f"the model's loss {meta['loss']!r} is invalid: {exc}") from None
+    return Contents(
+        layers=layers,
+        in_features=in_features,
+        loss=loss,
+        optimizer=_optimizer(loads_json(meta["optimizer"], "the model's optimizer")),
+        dtype=dtype,
+        epoch=_natural(meta["epoch"], "epoch"),
+        rng_state=_rng_state(loads_json(meta["rng_state"], "the model's rng_state")),
+        input_scaling=_input_scaling(
+            loads_json(meta["input_scaling"], "the model's input_scaling"), in_features
+        ),
+        metadata=_mapping(loads_json(meta["metadata"], "the model's metadata"), "metadata"),
+        history=_history(loads_json(meta["history"], "the model's history")),
+    )
+
+
+def _natural(value: Any, what: str, positive: bool = False) -> int:
+    if isinstance(value, str):
+        if not value.isascii() or not value.isdigit() or len(value) > 18:
+            raise ValueError(f"the model's {what} is {value[:40]!r}; expected a non-negative integer")
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < int(positive) or value >= 2**63:
+        raise ValueError(
+            f"the model's {what} is {value!r}; expected a {'positive' if positive else 'natural'} integer"
+        )
+    return value
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"the model's {what} is {type(value).__name__}; expected a JSON object")
+    return value
+
+
+def _layers(specs: Any) -> list[Layer]:
+    if not isinstance(specs, list) or not specs:
+        raise ValueError("the model's layers must be a non-empty list")
+    layers = []
+    for index, spec in enumerate(specs):
+        spec = _mapping(spec, f"layer {index}")
+        kind = spec.get("class")
+        cls = LAYERS.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ValueError(f"unknown layer class {spec.get('class')!r} in the model file")
+        config = _mapping(spec.get("config"), f"layer {index} config")
+        try:
+            layers.append(cls(**config))
+        except _BAD_CONFIG as exc:
+            raise ValueError(
+                f"layer {index} ({cls.__name__}) has an invalid config {config!r}: {exc}"
+            ) from None
+    return layers
+
+
+def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: TensorSpecs) -> None:
+    """Every tensor the architecture implies, with its shape, and nothing else."""
+    expected: dict[str, tuple[int, ...]] = {}
+    states: dict[str, tuple[int, ...]] = {}
+    n = in_features
+    for index, layer in enumerate(layers):
+        fixed = layer.in_features
+        if fixed is not None and fixed != n:
+            raise ValueError(f"layer {index} expects {fixed} input features, but gets {n}")
+        shapes = parameter_shapes(layer, n)
+        if shapes is None:  # a layer kind without declared shapes: bounded by what the file holds
+            declared = {k: s for k, (_, s) in specs.items() if k.startswith(f"layers.{index}.")}
+            if n > max((math.prod(s) for s in declared.values()), default=n):
+                raise ValueError(f"layer {index} has {n} input features, more than its parameters hold")
+            shapes = {k.split(".", 2)[2]: s for k, s in declared.items()}
+        for name, shape in shapes.items():
+            expected[f"layers.{index}.{name}"] = shape
+        states.update({f"state.{index}.{name}": shape for name, shape in state_shapes(layer, n).items()})
+        n = layer.output_features(n)
+    params = dict(expected)
+    expected.update(states)
+    for key, (code, shape) in specs.items():
+        if key.startswith("optimizer."):
+            slot, _, _ = key[len("optimizer.") :].rpartition(".")
+            want = params.get(f"layers.{slot}")
+            if want is None:
+                raise ValueError(f"the model file holds optimizer state {key!r} for no parameter")
+            expected[key] = want
+        if key not in expected:
+            raise ValueError(f"the model file holds a tensor {key!r} that the architecture has no place for")
+        if code != dtype:
+            raise ValueError(f"tensor {key!r} has dtype {code}, the model's dtype needs {dtype}")
+        if shape != expected[key]:
+            raise ValueError(
+                f"tensor {key!r} has shape {shape} in the file, but the architecture needs {expected[key]}"
+            )
+    absent = [key for key in params if key not in specs]
+    if absent:
+        raise ValueError(f"the model file lacks the parameters {absent[:5]}")
+    absent = [key for key in states if key not in specs]
+    if absent:
+        raise ValueError(f"the model file lacks the layer state {absent[:5]}")
+
+
+def _optimizer(spec: Any) -> Optimizer:
+    spec = _mapping(spec, "optimizer")
+    name = spec.get("name")
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r} in the model file")
+    config = _mapping(spec.get("config"), "optimizer config")
+    try:
+        optimizer = OPTIMIZERS[name](**config)
+    except _BAD_CONFIG as exc:
+        raise ValueError(f"the model's optimizer config {config!r} is invalid: {exc}") from None
+    iterations = spec.get("iterations")
+    if isinstance(iterations, str):  # a JSON number is expected here, not text
+        raise ValueError(f"the model's optimizer iterations is {iterations!r}; expected an integer")
+    optimizer.iterations = _natural(iterations, "optimizer iterations")
+    return optimizer
+
+
+def _rng_state(state: Any) -> dict[str, Any]:
+    state = _mapping(state, "rng_state")
+    try:
+        np.random.default_rng(0).bit_generator.state = state
+    except _BAD_CONFIG as exc:
+        raise ValueError(f"the model's rng_state is invalid: {exc}") from None
+    return state
+
+
+def _input_scaling(scaling: Any, in_features: int) -> dict[str, Any] | None:
+    if scaling is None:
+        return None
+    scaling = _mapping(scaling, "input_scaling")
+    for key in ("mean", "scale"):
+        values = scaling.get(key)
+        if (
+            not isinstance(values, list)
+            or len(values) != in_features
+            or not all(_finite_number(v) for v in values)
+        ):
+            raise ValueError(
+                f"the model's input_scaling {key!r} must be {in_features} finite numbers, one per feature"
+            )
+    if not all(v != 0 for v in scaling["scale"]):
+        raise ValueError("the model's input_scaling 'scale' holds a zero")
+    return scaling
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _history(recorded: Any) -> History:
+    recorded = _mapping(recorded, "history")
+    epochs, metrics = recorded.get("epoch"), _mapping(recorded.get("history"), "history metrics")
+    if not isinstance(epochs, list) or not all(
+        isinstance(e, int) and not isinstance(e, bool) and e >= 0 for e in epochs
+    ):
+        raise ValueError("the model's history epochs must be a list of non-negative integers")
+    for key, values in metrics.items():
+        if not isinstance(values, list) or len(values) != len(epochs):
+            raise ValueError(f"the model's history of {key!r} does not have one value per epoch")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"the model's history of {key!r} holds values that are not numbers")
+    history = History()
+    history.epoch = list(epochs)
+    history.history = {k: [float(v) for v in values] for k, values in metrics.items()}
+    return history
+
+
 def restore(
     network_cls: Any, meta: dict[str, str], tensors: dict[str, np.ndarray], backend: Any, device: Any
 ) -> Any:
     """A ``network_cls`` network rebuilt from checkpoint contents (ValueError if they do not fit)."""
-    try:
-        return _rebuild(network_cls, meta, tensors, backend, device)
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a valid xpnet model: {exc!r}") from exc
-
-
-def _rebuild(
-    network_cls: Any, meta: dict[str, str], tensors: dict[str, np.ndarray], backend: Any, device: Any
-) -> Any:
-    layers = []
-    for spec in json.loads(meta["layers"]):
-        cls = LAYERS.get(spec["class"])
-        if cls is None:
-            raise ValueError(f"unknown layer class {spec['class']!r} in the model file")
-        layers.append(cls(**spec["config"]))
-    opt = json.loads(meta["optimizer"])
-    if opt["name"] not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {opt['name']!r} in the model file")
-    optimizer = OPTIMIZERS[opt["name"]](**opt["config"])
+    specs = {key: (_code(key, value), tuple(np.shape(value))) for key, value in tensors.items()}
+    contents = check(meta, specs)
     net = network_cls(
-        layers,
-        loss=meta["loss"],
-        optimizer=optimizer,
+        contents.layers,
+        loss=contents.loss,
+        optimizer=contents.optimizer,
         backend=backend,
         device=device,
-        dtype=meta["dtype"],
+        dtype=contents.dtype,
     )
-    net.build(int(meta["in_features"]))
+    net.build(contents.in_features)
     for index, layer in enumerate(net.layers):
         for name in list(layer.params):
-            value = tensors[f"layers.{index}.{name}"]
-            if tuple(value.shape) != tuple(layer.params[name].shape):
-                raise ValueError(
-                    f"layer {index} {name} has shape {value.shape} in the file, "
-                    f"but the architecture needs {tuple(layer.params[name].shape)}"
-                )
-            layer.params[name] = net.backend.asarray(value, net.dtype, copy=True)
+            layer.params[name] = net.backend.asarray(tensors[f"layers.{index}.{name}"], net.dtype, copy=True)
+        for name in list(layer.state):
+            layer.state[name] = net.backend.asarray(tensors[f"state.{index}.{name}"], net.dtype, copy=True)
     prefix = "optimizer."
     for key, value in tensors.items():
         if key.startswith(prefix):
             slot, _, name = key[len(prefix) :].rpartition(".")
             net.optimizer.state.setdefault(slot, {})[name] = net.backend.asarray(value, net.dtype, copy=True)
-    net.optimizer.iterations = int(opt["iterations"])
-    net.epoch = int(meta["epoch"])
-    net.rng.bit_generator.state = json.loads(meta["rng_state"])
-    net.input_scaling = json.loads(meta["input_scaling"])
-    net.metadata = json.loads(meta["metadata"])
-    recorded = json.loads(meta["history"])
-    net.history = History()
-    net.history.epoch = list(recorded["epoch"])
-    net.history.history = {k: list(v) for k, v in recorded["history"].items()}
+    net.epoch = contents.epoch
+    net.rng.bit_generator.state = contents.rng_state
+    net.input_scaling = contents.input_scaling
+    net.metadata = contents.metadata
+    net.history = contents.history
     return net
+
+
+def _code(key: str, value: Any) -> str:
+    dtype = np.asarray(value).dtype if not hasattr(value, "dtype") else np.dtype(value.dtype)
+    for name, code in FLOAT_TENSORS.items():
+        if dtype == np.dtype(name):
+            return code
+    raise ValueError(f"tensor {key!r} has dtype {dtype}; expected float32 or float64")

@@ -1,0 +1,183 @@
+"""fit's sample_weight, class_weight, validation_split, metrics, and optimizer clipping, every backend.
+
+References: torch (CrossEntropyLoss(weight=), clip_grad_norm_/clip_grad_value_ before the step),
+scikit-learn's metrics on the same predictions, and repeated rows for integer weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+import xpnet as xn
+
+
+def _data(n=24, classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 4)), rng.integers(0, classes, size=n)
+
+
+def _net(backend, optimizer=None, out=3, loss="categorical_crossentropy", act="softmax", compile=None):
+    layers = [xn.Dense(5, "tanh", in_features=4), xn.Dense(out, act)]
+    return xn.Network(layers, loss=loss, optimizer=optimizer or xn.SGD(0.2), backend=backend,
+                      dtype="float64", seed=0, compile=compile)  # fmt: skip
+
+
+def _torch_mlp(net):
+    first, last = net.layers
+    a = torch.nn.Linear(4, 5, dtype=torch.float64)
+    b = torch.nn.Linear(5, last.units, dtype=torch.float64)
+    with torch.no_grad():
+        for m, layer in ((a, first), (b, last)):
+            m.weight.copy_(torch.tensor(xn.to_numpy(layer.weight)).T)
+            m.bias.copy_(torch.tensor(xn.to_numpy(layer.bias)))
+    return torch.nn.Sequential(a, torch.nn.Tanh(), b)
+
+
+def _same_weights(net, ref):
+    got = net.get_weights()
+    want = [p.detach().numpy() for p in ref.parameters()]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w.T if w.ndim == 2 else w, rtol=1e-10, atol=1e-13)
+
+
+def _train_torch(ref, opt, x, y, batch, epochs, loss_fn, clip=None):
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for _ in range(epochs):
+        for start in range(0, len(x), batch):
+            opt.zero_grad()
+            loss_fn(ref(xt[start : start + batch]), yt[start : start + batch]).backward()
+            if clip is not None:
+                clip(ref.parameters())
+            opt.step()
+
+
+def test_class_weight_equals_torch_cross_entropy_weight(backend):
+    x, y = _data()
+    net = _net(backend)
+    ref = _torch_mlp(net)
+    net.fit(x, y, epochs=3, batch_size=10, shuffle=False, class_weight={0: 3.0, 2: 0.5}, verbose=0)
+    loss = torch.nn.CrossEntropyLoss(weight=torch.tensor([3.0, 1.0, 0.5], dtype=torch.float64))
+    _train_torch(ref, torch.optim.SGD(ref.parameters(), lr=0.2), x, y, 10, 3, loss)
+    _same_weights(net, ref)
+
+
+@pytest.mark.parametrize("kind", ["norm", "value"])
+def test_clipping_equals_torch_before_the_step(backend, kind):
+    x, y = _data()
+    options = {"clip_norm": 0.3} if kind == "norm" else {"clip_value": 0.05}
+    net = _net(backend, xn.Adam(0.05, **options))
+    ref = _torch_mlp(net)
+    net.fit(x, y, epochs=2, batch_size=10, shuffle=False, verbose=0)
+    if kind == "norm":
+
+        def clip(p):
+            return torch.nn.utils.clip_grad_norm_(p, 0.3)
+    else:
+
+        def clip(p):
+            return torch.nn.utils.clip_grad_value_(p, 0.05)
+
+    opt = torch.optim.Adam(ref.parameters(), lr=0.05)
+    _train_torch(ref, opt, x, y, 10, 2, torch.nn.CrossEntropyLoss(), clip)
+    _same_weights(net, ref)
+
+
+def test_sample_weights_of_ones_equal_none_and_integers_equal_repeated_rows(backend):
+    x, y = _data(12)
+    plain, ones = _net(backend), _net(backend)
+    plain.fit(x, y, epochs=2, batch_size=5, verbose=0)
+    ones.fit(x, y, epochs=2, batch_size=5, sample_weight=np.ones(12), verbose=0)
+    for a, b in zip(plain.get_weights(), ones.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    counts = np.array([1, 2, 0, 3, 1, 1, 2, 1, 1, 0, 1, 2])
+    weighted, repeated = _net(backend), _net(backend)
+    weighted.fit(x, y, epochs=3, batch_size=12, shuffle=False, sample_weight=counts, verbose=0)
+    repeated.fit(np.repeat(x, counts, axis=0), np.repeat(y, counts), epochs=3, batch_size=counts.sum(),
+                 shuffle=False, verbose=0)  # fmt: skip
+    for a, b in zip(weighted.get_weights(), repeated.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_compiled_equals_eager_with_weights_and_clipping(backend):
+    x, y = _data(23)
+    w = np.random.default_rng(3).uniform(0, 2, size=23)
+    nets = [_net(backend, xn.RMSprop(0.01, clip_norm=0.2), compile=c) for c in (None, False)]
+    for net in nets:
+        net.fit(x, y, epochs=2, batch_size=8, sample_weight=w, class_weight="balanced", verbose=0)
+    for a, b in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_validation_split_takes_the_last_rows_before_shuffling(backend):
+    x, y = _data(23)
+    split, given = _net(backend), _net(backend)
+    h = split.fit(x, y, epochs=2, batch_size=8, validation_split=0.3, verbose=0)
+    k = int(np.floor(23 * 0.7))  # 16 train, 7 validate
+    g = given.fit(x[:k], y[:k], epochs=2, batch_size=8, validation_data=(x[k:], y[k:]), verbose=0)
+    assert h.history.keys() == g.history.keys() and "val_loss" in h.history
+    for key in h.history:
+        np.testing.assert_allclose(h.history[key], g.history[key], rtol=1e-12)
+
+
+def test_metrics_equal_scikit_learn_on_the_same_predictions(backend):
+    x, y = _data(40)
+    net = _net(backend)
+    h = net.fit(x[:30], y[:30], epochs=1, batch_size=8, validation_data=(x[30:], y[30:]),
+                metrics=["precision", "recall", "f1", "auc"], verbose=0)  # fmt: skip
+    for rows, prefix in ((slice(0, 30), ""), (slice(30, 40), "val_")):
+        prob = xn.to_numpy(net.predict(x[rows]))
+        pred, true = prob.argmax(axis=1), y[rows]
+        want = {
+            "precision": skm.precision_score(true, pred, average="macro", labels=[0, 1, 2], zero_division=0),
+            "recall": skm.recall_score(true, pred, average="macro", labels=[0, 1, 2], zero_division=0),
+            "f1": skm.f1_score(true, pred, average="macro", labels=[0, 1, 2], zero_division=0),
+            "auc": skm.roc_auc_score(true, prob, multi_class="ovr", average="macro", labels=[0, 1, 2]),
+        }
+        for name, value in want.items():
+            assert h.history[prefix + name][0] == pytest.approx(value, rel=1e-10), prefix + name
+    scores = net.evaluate(x[30:], y[30:], metrics=["f1", "auc"])
+    assert set(scores) == {"loss", "accuracy", "f1", "auc"}
+    assert scores["f1"] == pytest.approx(h.history["val_f1"][0], rel=1e-12)
+
+
+def test_binary_and_regression_metrics_and_callables(backend):
+    x, y = _data(30, classes=2)
+    net = _net(backend, out=1, loss="binary_crossentropy", act="sigmoid")
+
+    def brier(y_true, y_pred):
+        return float(np.mean((y_pred - y_true) ** 2))
+
+    h = net.fit(x, y, epochs=1, batch_size=8, metrics=["precision", "f1", "auc", brier], verbose=0)
+    prob = xn.to_numpy(net.predict(x))[:, 0]
+    assert h.history["precision"][0] == pytest.approx(skm.precision_score(y, prob > 0.5, zero_division=0))
+    assert h.history["f1"][0] == pytest.approx(skm.f1_score(y, prob > 0.5), rel=1e-10)
+    assert h.history["auc"][0] == pytest.approx(skm.roc_auc_score(y, prob), rel=1e-10)
+    assert h.history["brier"][0] == pytest.approx(brier(y, prob), rel=1e-10)
+    target = x @ np.array([1.0, -2.0, 0.5, 0.0])
+    reg = _net(backend, out=1, loss="mse", act=None)
+    scores = reg.evaluate(x, target, metrics=["mae", "mse"])
+    out = xn.to_numpy(reg.predict(x))[:, 0]
+    assert scores["mae"] == pytest.approx(skm.mean_absolute_error(target, out), rel=1e-10)
+    assert scores["mse"] == pytest.approx(scores["loss"], rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"sample_weight": np.ones(5)}, r"shape \(24,\)"),
+        ({"sample_weight": -np.ones(24)}, "finite weights >= 0"),
+        ({"sample_weight": np.zeros(24)}, "weight 0"),
+        ({"class_weight": {"a": 1.0}}, "integer class labels"),
+        ({"class_weight": "even"}, "'balanced'"),
+        ({"validation_split": 1.0}, r"in \[0, 1\)"),
+        ({"validation_split": 0.2, "validation_data": (np.ones((2, 4)), [0, 1])}, "not both"),
+        ({"metrics": ["nope"]}, "metric"),
+    ],
+)
+def test_bad_fit_options_are_refused(options, message):
+    x, y = _data()
+    with pytest.raises(ValueError, match=message):
+        _net("numpy").fit(x, y, verbose=0, **options)

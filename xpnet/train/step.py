@@ -1,0 +1,290 @@
+"""The training step: forward, loss, backward and optimizer update as one pure function.
+
+:func:`train_step` takes every array explicitly (parameters, optimizer state,
+layer state, the batch, sample weights, dropout masks, the step number and
+the learning rate) and returns the new arrays with the batch's loss and
+correct count. Nothing is read from or written to layer objects, so the same
+function runs eagerly (NumPy, torch, CuPy: in-place updates where ``inplace``)
+and traced under ``jax.jit`` (see :mod:`xpnet.backend.compile`).
+
+A :class:`Model` is the static part: the layers' math, the loss, the
+optimizer's rule and an optional gradient transform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ..backend import Backend
+from ..backend.compile import make_runner
+from ..nn.activations import get_activation
+from ..nn.layers import Layer
+from ..nn.losses import CategoricalCrossentropy, Loss
+from ..nn.metrics import correct_count
+from ..optim.optimizers import Optimizer
+
+Array = Any
+Params = list[dict[str, Array]]
+OptState = dict[str, dict[str, Array]]
+LayerState = list[dict[str, Array]]
+GradientTransform = Callable[[Params, Any], Params]
+"""``transform(grads, xp) -> grads`` over every layer's gradients (clipping, an allreduce)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """The static side of a step: which math runs, not on which arrays.
+
+    Parameters
+    ----------
+    layers : sequence of Layer
+        Only their pure methods (``apply``, ``vjp``, ``logits``) are used.
+    loss : Loss
+    optimizer : Optimizer
+        Its :meth:`~xpnet.optim.optimizers.Optimizer.update` rule and fixed
+        hyper-parameters (the learning rate and step number come as arguments).
+    transform : callable, optional
+        Applied to all gradients between backward and update; the whole
+        backward pass then runs before the first update. Without one each
+        layer is updated as soon as its gradients exist (the same numbers,
+        while the arrays are still in cache).
+    trainable : tuple of bool, optional
+        Which layers have parameters (default: non-empty ``layer.params``).
+    """
+
+    layers: tuple[Layer, ...]
+    loss: Loss
+    optimizer: Optimizer
+    transform: GradientTransform | None = None
+    trainable: tuple[bool, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.trainable:
+            object.__setattr__(self, "trainable", tuple(bool(layer.params) for layer in self.layers))
+
+    @property
+    def fused(self) -> bool:
+        """Whether the last layer's activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
+        wanted = self.loss.output_activation
+        return wanted is not None and self.layers[-1].output_activation == wanted
+
+    @property
+    def first(self) -> int:
+        """Index of the first layer with parameters: backward stops there."""
+        return next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
+
+    @property
+    def binary(self) -> bool:
+        """Whether accuracy thresholds each output (every loss but categorical cross-entropy)."""
+        return not isinstance(self.loss, CategoricalCrossentropy)
+
+
+class StepResult(NamedTuple):
+    """What :func:`train_step` returns (a pytree for JAX)."""
+
+    params: Params
+    opt_state: OptState
+    layer_state: LayerState
+    loss: Array
+    correct: Array | None
+
+
+def forward(
+    layers: Sequence[Layer],
+    params: Params,
+    states: LayerState,
+    x: Array,
+    *,
+    training: bool,
+    xp: Any,
+    noise: Sequence[Any] | None = None,
+    keep_caches: bool = True,
+) -> tuple[Array, list[Any], LayerState]:
+    """Output, caches and new layer states; ``keep_caches=False`` keeps only the last cache."""
+    caches: list[Any] = []
+    new_states: LayerState = []
+    last = len(layers) - 1
+    for i, layer in enumerate(layers):
+        x, cache, state = layer.apply(
+            params[i], states[i], x, training=training, noise=None if noise is None else noise[i], xp=xp
+        )
+        caches.append(cache if keep_caches or i == last else None)
+        new_states.append(state)
+    return x, caches, new_states
+
+
+def loss_terms(
+    model: Model, out: Array, last_cache: Any, y: Array, weight: Array | None, xp: Any
+) -> tuple[Array, Array, Array, bool]:
+    """Loss, its gradient, the probabilities, and whether the gradient is w.r.t. the logits."""
+    loss = model.loss
+    extra = {} if weight is None else {"sample_weight": weight}
+    if loss.output_activation is None:
+        value, grad = loss.value_and_gradient(out, y, xp=xp, **extra)
+        return value, grad, out, False
+    fused = getattr(loss, "fused")  # noqa: B009  (losses with an output activation have it)
+    if model.fused:
+        value, grad = fused(model.layers[-1].logits(last_cache), out, y, xp=xp, **extra)
+        return value, grad, out, True
+    # Any other final activation: the outputs are logits, as torch takes them.
+    prob = get_activation(loss.output_activation).forward(out, xp)
+    value, grad = fused(out, prob, y, xp=xp, **extra)
+    return value, grad, prob, False
+
+
+def backward(
+    model: Model,
+    params: Params,
+    caches: Sequence[Any],
+    grad: Array,
+    from_logits: bool,
+    xp: Any,
+    visit: Callable[[int, dict[str, Array]], None],
+) -> None:
+    """Backpropagate ``grad``; ``visit(i, grads)`` runs as soon as layer ``i``'s gradients exist.
+
+    Every ``dy`` a layer receives was made during this step, so layers may
+    overwrite it; layer ``i``'s input gradient is computed before ``visit``
+    may update its parameters in place.
+    """
+    layers, first = model.layers, model.first
+    last = len(layers) - 1
+    for i in range(last, first - 1, -1):
+        grads, grad = layers[i].vjp(
+            params[i],
+            caches[i],
+            grad,
+            xp=xp,
+            need_input_grad=i > first,
+            from_logits=from_logits and i == last,
+            overwrite_dy=True,
+        )
+        visit(i, grads)
+
+
+def train_step(
+    model: Model,
+    params: Params,
+    opt_state: OptState,
+    layer_state: LayerState,
+    x: Array,
+    y: Array,
+    weight: Array | None,
+    noise: Sequence[Any] | None,
+    step: Any,
+    learning_rate: Any,
+    *,
+    xp: Any,
+    inplace: bool = False,
+) -> StepResult:
+    """One optimizer step on a batch; pure unless ``inplace``.
+
+    Parameters
+    ----------
+    model : Model
+    params : list of dict
+        Each layer's parameters.
+    opt_state : dict
+        Optimizer state keyed ``"<layer>.<param>"`` (missing keys start empty).
+    layer_state : list of dict
+        Each layer's state (running statistics).
+    x, y : Array
+        The batch.
+    weight : Array or None
+        Per-sample weights ``(n,)``: loss ``sum(w_i l_i) / sum(w_i)``; rows of
+        weight 0 change nothing. None: the plain mean.
+    noise : list or None
+        Each layer's device copy of :meth:`~xpnet.nn.layers.Layer.draw`.
+    step : int or 0-d array
+        The 1-based number of this optimizer step.
+    learning_rate : float or 0-d array
+    xp : namespace
+    inplace : bool
+        Write new parameters and optimizer state into the given arrays.
+
+    Returns
+    -------
+    StepResult
+        New params, optimizer state and layer state; the batch loss (0-d)
+        and, for classification losses, its correct count (0-d), else None.
+    """
+    out, caches, new_layer_state = forward(
+        model.layers, params, layer_state, x, training=True, xp=xp, noise=noise
+    )
+    value, grad, prob, from_logits = loss_terms(model, out, caches[-1], y, weight, xp)
+    correct = None
+    if model.loss.classification:
+        correct = correct_count(prob, y, xp, binary=model.binary, sample_weight=weight)
+    del out, prob
+    new_params = list(params)
+    new_opt = dict(opt_state)
+
+    def update(i: int, grads: dict[str, Array]) -> None:
+        fresh = {}
+        for name, value in params[i].items():
+            key = f"{i}.{name}"
+            fresh[name], new_opt[key] = model.optimizer.update(
+                value,
+                grads[name],
+                new_opt.get(key, {}),
+                xp,
+                inplace=inplace,
+                step=step,
+                learning_rate=learning_rate,
+            )
+        new_params[i] = fresh
+
+    if model.transform is None:
+        backward(model, params, caches, grad, from_logits, xp, update)
+    else:
+        collected: Params = [{} for _ in model.layers]
+        backward(model, params, caches, grad, from_logits, xp, collected.__setitem__)
+        del caches
+        for i, grads in enumerate(model.transform(collected, xp)):
+            if grads:
+                update(i, grads)
+    return StepResult(new_params, new_opt, new_layer_state, value, correct)
+
+
+def draw_noise(
+    layers: Sequence[Layer], rng: np.random.Generator, rows: int, dtype: Any
+) -> list[np.ndarray | None]:
+    """Each layer's host randomness for a training batch of ``rows`` rows, in layer order."""
+    return [layer.draw(rng, (rows, int(layer.in_features or 0)), dtype) for layer in layers]
+
+
+def initial_opt_state(model: Model, params: Params, opt_state: OptState, xp: Any) -> OptState:
+    """``opt_state`` with every parameter's entry present (zeros where missing), for fixed-shape loops."""
+    full = dict(opt_state)
+    for i, layer_params in enumerate(params):
+        for name, value in layer_params.items():
+            key = f"{i}.{name}"
+            if not full.get(key) and model.optimizer.state_keys():
+                full[key] = model.optimizer.init_state(value, xp)
+            full.setdefault(key, {})
+    return full
+
+
+def runner(model: Model, backend: Backend, compile: bool | None) -> Any:
+    """The backend's runner (:mod:`xpnet.backend.compile`) for ``model``'s step."""
+    xp = backend.xp
+
+    def run_step(params: Params, opt_state: OptState, states: LayerState, *args: Any, **options: Any) -> Any:
+        return train_step(model, params, opt_state, states, *args, **options)
+
+    def prepare(carry: Any) -> Any:
+        params, opt_state, states = carry
+        return params, initial_opt_state(model, params, opt_state, xp), states
+
+    return make_runner(backend, run_step, compile=compile, prepare=prepare)
+
+
+def signature(model: Model) -> tuple[Any, ...]:
+    """What a compiled step depends on besides array shapes (the learning rate is an argument)."""
+    config = {k: v for k, v in model.optimizer.get_config().items() if k != "learning_rate"}
+    return (type(model.optimizer), repr(config), repr(model.loss), tuple(map(repr, model.layers)))

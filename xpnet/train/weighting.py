@@ -1,0 +1,93 @@
+"""Boundary checks for ``fit``'s ``sample_weight``, ``class_weight`` and ``validation_split``.
+
+Plain functions of host data: the weights they return go to the device once
+per ``fit`` and are gathered there batch by batch with the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..backend import Array, to_numpy
+
+
+def labels_of(t: Array, *, binary: bool) -> np.ndarray:
+    """The class of each row of device targets ``t`` (one read): labels, argmax of one-hot, or 0/1."""
+    host = to_numpy(t)
+    if host.ndim == 1:
+        return host.astype(np.int64)
+    if binary:
+        if host.shape[1] != 1:
+            raise ValueError("class_weight needs one binary output (0/1 targets), not several labels per row")
+        return (host[:, 0] > 0.5).astype(np.int64)
+    return np.argmax(host, axis=1)
+
+
+def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
+    """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
+
+    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    """
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(
+                f"class_weight must be a dict {{label: weight}} or 'balanced', got {class_weight!r}"
+            )
+        present, counts = np.unique(labels, return_counts=True)
+        table = dict(zip(present.tolist(), (labels.size / (present.size * counts)).tolist()))
+    elif isinstance(class_weight, dict):
+        table = {}
+        for label, weight in class_weight.items():
+            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+                raise ValueError(f"class_weight keys must be integer class labels, got {label!r}")
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, (int, float, np.number))
+                or not (math.isfinite(weight) and weight >= 0)
+            ):
+                raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
+            table[int(label)] = float(weight)
+    else:
+        raise ValueError(f"class_weight must be a dict {{label: weight}} or 'balanced', got {class_weight!r}")
+    return np.array([table.get(int(label), 1.0) for label in labels.tolist()], dtype=np.float64)
+
+
+def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` as ``(n,)`` float64 on the host: finite, non-negative, not all zero."""
+    host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
+    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
+        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
+    host = host.astype(np.float64)
+    if host.ndim == 2 and host.shape[1] == 1:
+        host = host[:, 0]
+    if host.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
+    if not np.all(np.isfinite(host)) or np.any(host < 0):
+        raise ValueError("sample_weight must hold finite weights >= 0")
+    return host
+
+
+def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
+    """The product of the sample and class weights (None when neither is given)."""
+    if sample_weight is None and class_weight is None:
+        return None
+    weight = np.ones(n) if sample_weight is None else sample_weights(sample_weight, n)
+    if class_weight is not None:
+        weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
+    if not np.any(weight > 0):
+        raise ValueError("every sample has weight 0: nothing would be learned")
+    return weight
+
+
+def split_rows(n: int, validation_split: Any) -> int:
+    """Rows that train under ``validation_split``: ``floor(n * (1 - s))``, the rest validate."""
+    s = validation_split
+    if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+        raise ValueError(f"validation_split must be a number in [0, 1), got {s!r}")
+    train = math.floor(n * (1.0 - s))
+    if s and (train < 1 or train == n):
+        raise ValueError(f"validation_split={s} leaves {train} of {n} rows to train: need some of both")
+    return train
