@@ -196,3 +196,16 @@ def test_layer_protocol_expresses_the_fused_output():
     assert (
         not xn.Network([xn.Dense(2, "tanh", in_features=2)], loss="logloss", backend="numpy")._model().fused
     )
+
+
+def test_fused_epochs_equal_one_call_per_epoch(backend):
+    class Passive(xn.Callback):
+        """Any callback makes fit return to Python after every epoch."""
+
+    fused, stepped = _net(backend, None), _net(backend, None)
+    h_fused = fused.fit(X, LABELS, epochs=5, batch_size=8, verbose=0)
+    h_stepped = stepped.fit(X, LABELS, epochs=5, batch_size=8, verbose=0, callbacks=[Passive()])
+    np.testing.assert_allclose(h_fused.history["loss"], h_stepped.history["loss"], rtol=1e-12)
+    for got, want in zip(fused.get_weights(), stepped.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert fused.epoch == stepped.epoch == 5 and fused.optimizer.iterations == 30

@@ -130,7 +130,13 @@ class EagerRunner:
 
 
 class JaxEpochRunner:
-    """Runs a whole epoch as one ``jax.jit``-compiled ``lax.scan`` (see the module docstring)."""
+    """Runs epochs as one ``jax.jit``-compiled ``lax.scan`` each (see the module docstring).
+
+    :meth:`run_epochs` runs several epochs in one call (a scan over epochs,
+    each a scan over batches), stopping after the first one whose loss is not
+    finite; the number of epochs is rounded up to a power of two, the extra
+    ones skipped, so a few shapes are compiled.
+    """
 
     def __init__(self, backend: Backend, step: StepFunction, prepare: Callable[[Carry], Carry]) -> None:
         import jax
@@ -138,9 +144,9 @@ class JaxEpochRunner:
         self.backend = backend
         self.step = step
         self.prepare = prepare
-        self._epoch = jax.jit(self._epoch_body, donate_argnums=(1,))
+        self._epochs = jax.jit(self._epochs_body, donate_argnums=(1,))
 
-    def _epoch_body(
+    def _epochs_body(
         self,
         params: Any,
         opt: Any,
@@ -153,52 +159,95 @@ class JaxEpochRunner:
         noise: Any,
         first: Array,
         lr: Array,
+        count: Array,
         sample_weight: Array | None,
-    ) -> tuple[Any, Any, Any, Array, Array | None]:
+    ) -> tuple[Any, Any, Any, Array, Array, Array]:
         import jax
         import jax.numpy as jnp
 
-        def body(carry: Any, inputs: Any) -> tuple[Any, Any]:
+        def batch(carry: Any, inputs: Any) -> tuple[Any, Any]:
             p, o, s, number = carry
             rows, w, nz = inputs
             xb, tb = jnp.take(x, rows, axis=0), jnp.take(t, rows, axis=0)
             if sample_weight is not None:
                 w = jnp.take(sample_weight, rows, axis=0) * w
             p, o, s, value, hit = self.step(p, o, s, xb, tb, w, nz, number, lr, xp=jnp, inplace=False)
-            return (p, o, s, number + 1), (value, hit)
+            return (p, o, s, number + 1), (value, jnp.zeros((), x.dtype) if hit is None else hit)
 
-        (params, opt, states, _), (values, hits) = jax.lax.scan(
-            body, (params, opt, states, first), (index, weight, noise)
-        )
-        total = jnp.sum(values * counts)
-        return params, opt, states, total, (None if hits is None else jnp.sum(hits))
+        def train(args: Any) -> Any:
+            state, rows, nz = args
+            state, (values, hits) = jax.lax.scan(batch, state, (rows, weight, nz))
+            return state, jnp.sum(values * counts), jnp.sum(hits)
+
+        def skip(args: Any) -> Any:
+            return args[0], jnp.zeros((), x.dtype), jnp.zeros((), x.dtype)
+
+        def epoch(carry: Any, inputs: Any) -> tuple[Any, Any]:
+            state, stopped, e = carry
+            rows, nz = inputs
+            active = jnp.logical_and(jnp.logical_not(stopped), e < count)
+            state, total, correct = jax.lax.cond(active, train, skip, (state, rows, nz))
+            stopped = jnp.logical_or(stopped, jnp.logical_and(active, jnp.logical_not(jnp.isfinite(total))))
+            return (state, stopped, e + 1), (total, correct, active)
+
+        if index.shape[0] == 1:  # one epoch: no stopping logic around it
+            state, total, correct = train(((params, opt, states, first), index[0], _first_of(noise)))
+            (params, opt, states, _) = state
+            return params, opt, states, total[None], correct[None], jnp.ones((), count.dtype)
+        start = ((params, opt, states, first), jnp.asarray(False), jnp.asarray(0, count.dtype))
+        ((params, opt, states, _), _, _), (totals, corrects, ran) = jax.lax.scan(epoch, start, (index, noise))
+        return params, opt, states, totals, corrects, jnp.sum(ran)
 
     def run(self, carry: Carry, epoch: Epoch, report: Report | None = None) -> tuple[Carry, Array, Array]:
         """Train one epoch in one compiled call; ``report`` is called once, at its end."""
-        dtype = np.dtype(str(epoch.x.dtype))
-        index, weight, counts, noise = _static_batches(epoch)
-        if epoch.weight is not None and weight is None:
-            weight = np.ones(index.shape)
+        carry, totals, corrects, _ = self.run_epochs(carry, lambda i: epoch, 1)
+        if report is not None:
+            report(epoch.steps, totals[0], epoch.rows)
+        return carry, totals[0], corrects[0]
+
+    def run_epochs(
+        self, carry: Carry, make: Callable[[int], Epoch], count: int
+    ) -> tuple[Carry, np.ndarray, np.ndarray, int]:
+        """Train up to ``count`` epochs in one call; ``make(i)`` gives epoch ``i`` (called in order).
+
+        Returns the carry, each epoch's summed loss x rows and correct count
+        (host arrays), and how many epochs ran (fewer when a loss was not finite).
+        """
+        epochs, batches = [], []
+        for i in range(count):  # each epoch's draws right after its shuffle, as eager
+            epochs.append(make(i))
+            batches.append(_static_batches(epochs[-1]))
+        first_epoch = epochs[0]
+        span = 1 << (count - 1).bit_length()
+        dtype = np.dtype(str(first_epoch.x.dtype))
+        index = np.zeros((span, *batches[0][0].shape), np.int32)
+        index[:count] = [b[0] for b in batches]
+        weight, counts = batches[0][1], batches[0][2]
+        if first_epoch.weight is not None and weight is None:
+            weight = np.ones(index.shape[1:])
+        drawn = [b[3] for b in batches]
+        noise = None
+        if drawn[0] is not None:
+            noise = [_over_epochs([d[i] for d in drawn if d is not None], span) for i in range(len(drawn[0]))]
         params, opt, states = self.prepare(carry)
         # Host arrays go in as they are: jit places them beside the committed
         # device arrays, far cheaper than a device_put per array.
-        params, opt, states, total, correct = self._epoch(
+        params, opt, states, totals, corrects, ran = self._epochs(
             params,
             opt,
             states,
-            epoch.x,
-            epoch.t,
+            first_epoch.x,
+            first_epoch.t,
             index,
             None if weight is None else weight.astype(dtype),
             counts.astype(dtype),
             noise,
-            np.asarray(epoch.first_step, dtype),
-            np.asarray(epoch.learning_rate, dtype),
-            epoch.weight,
+            np.asarray(first_epoch.first_step, dtype),
+            np.asarray(first_epoch.learning_rate, dtype),
+            np.asarray(count, np.int32),
+            first_epoch.weight,
         )
-        if report is not None:
-            report(epoch.steps, total, epoch.rows)
-        return (params, opt, states), total, (0 if correct is None else correct)
+        return (params, opt, states), np.asarray(totals), np.asarray(corrects), int(ran)
 
 
 def _static_batches(
@@ -220,6 +269,20 @@ def _static_batches(
         per_step = [epoch.draw(int(c)) for c in counts]
         noise = [_stack([masks[i] for masks in per_step], size) for i in range(len(per_step[0]))]
     return index, weight, counts, noise
+
+
+def _first_of(noise: Any) -> Any:
+    """Epoch 0's slice of stacked per-epoch noise."""
+    return None if noise is None else [None if m is None else m[0] for m in noise]
+
+
+def _over_epochs(masks: list[Any], span: int) -> np.ndarray | None:
+    """Per-epoch ``(steps, size, ...)`` masks stacked into ``(span, steps, size, ...)`` (zeros beyond)."""
+    if masks[0] is None:
+        return None
+    out = np.zeros((span, *masks[0].shape), dtype=masks[0].dtype)
+    out[: len(masks)] = masks
+    return out
 
 
 def _stack(masks: list[Any], size: int) -> np.ndarray | None:

@@ -1,4 +1,4 @@
-"""Backend-specific fast paths, each with the generic Array API code inside.
+"""Backend-specific fast paths (NumPy, and torch's in-place methods), each with the generic code inside.
 
 The Array API has no ``out=``, so the generic code allocates a new array for
 every activation, derivative and optimizer term. On NumPy these functions
@@ -20,6 +20,8 @@ import numpy as np
 Array = Any
 FUSED_IN_PLACE = frozenset({"relu", "leaky_relu", "tanh"})
 """Activations with in-place NumPy kernels."""
+TORCH_IN_PLACE = frozenset({"relu", "tanh"})
+"""Activations done with torch's own in-place methods."""
 LEAKY_RELU_SLOPE = 0.01
 """torch.nn.LeakyReLU's default slope; :mod:`xpnet.nn.activations` uses this constant."""
 
@@ -27,6 +29,11 @@ LEAKY_RELU_SLOPE = 0.01
 def writeable_numpy(array: Array) -> bool:
     """Whether ``array`` is a NumPy array that may be written in place."""
     return type(array) is np.ndarray and array.flags.writeable
+
+
+def _torch(array: Array) -> bool:
+    """Whether ``array`` is a torch tensor outside autograd (torch's own in-place methods apply)."""
+    return type(array).__module__.startswith("torch") and not array.requires_grad
 
 
 def activation_forward(activation: Any, z: Array, xp: Any) -> Array:
@@ -39,6 +46,8 @@ def activation_forward(activation: Any, z: Array, xp: Any) -> Array:
     name = activation.name
     if name == "linear":
         return z
+    if name in TORCH_IN_PLACE and _torch(z):
+        return z.relu_() if name == "relu" else z.tanh_()
     if name not in FUSED_IN_PLACE or not writeable_numpy(z):
         return activation.forward(z, xp)
     if name == "relu":
@@ -58,6 +67,8 @@ def activation_backward(
     name = activation.name
     if name == "linear":
         return dy
+    if overwrite and name in TORCH_IN_PLACE and _torch(dy):
+        return dy.mul_(y > 0) if name == "relu" else dy.mul_(1.0 - y * y)
     if not (overwrite and name in FUSED_IN_PLACE and writeable_numpy(dy) and type(y) is np.ndarray):
         return activation.backward(z, y, dy, xp)
     if name == "relu":
@@ -74,6 +85,8 @@ def add_into(z: Array, b: Array) -> Array:
     if writeable_numpy(z):
         z += b
         return z
+    if _torch(z):
+        return z.add_(b)
     return z + b
 
 

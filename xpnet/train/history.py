@@ -29,7 +29,9 @@ class History:
         """Record the metrics ``logs`` of ``epoch``."""
         self.epoch.append(epoch)
         for key, value in logs.items():
-            self.history.setdefault(key, [math.nan] * (len(self.epoch) - 1)).append(float(value))
+            if key not in self.history:  # a new metric: earlier epochs lack it
+                self.history[key] = [math.nan] * (len(self.epoch) - 1)
+            self.history[key].append(float(value))
         for values in self.history.values():
             if len(values) < len(self.epoch):
                 values.append(math.nan)

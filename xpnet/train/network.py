@@ -23,6 +23,9 @@ from .history import History
 from .progress import Progress
 from .summary import summary_text
 
+_FUSED_INDICES = 1 << 22
+"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
+
 
 class Network:
     """A feed-forward network: layers, a loss and an optimizer on one backend.
@@ -318,6 +321,40 @@ class Network:
             When the training loss or a parameter becomes NaN or infinite (names the epoch),
             unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
         """
+        with self.backend.scope():  # CuPy: every array on the network's device
+            return self._fit(
+                X,
+                y,
+                epochs=epochs,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                validation_data=validation_data,
+                validation_split=validation_split,
+                sample_weight=sample_weight,
+                class_weight=class_weight,
+                metrics=metrics,
+                callbacks=callbacks,
+                verbose=verbose,
+                preprocess=preprocess,
+            )
+
+    def _fit(
+        self,
+        X: Any,
+        y: Any,
+        *,
+        epochs: int,
+        batch_size: int,
+        shuffle: bool,
+        validation_data: Any,
+        validation_split: float,
+        sample_weight: Any,
+        class_weight: Any,
+        metrics: Sequence[Any] | None,
+        callbacks: Iterable[Any],
+        verbose: int,
+        preprocess: str | None,
+    ) -> History:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
@@ -337,12 +374,22 @@ class Network:
         progress = Progress(verbose, -(-n // batch_size), int(epochs), self.epoch)
         judged = prediction_count(t, binary=self._model().binary)
         run = self._runner()
-        with self.backend.scope():
-            for _ in range(int(epochs)):
+        # Epochs fuse into one compiled call when nothing needs to run between them.
+        fuse = hasattr(run, "run_epochs") and verbose == 0 and val is None and not metrics
+        fuse = fuse and all(type(c) is TerminateOnNaN for c in callbacks)
+        done = 0
+        while done < int(epochs) and not self.stop_training:
+            if fuse:
+                results = self._train_epochs(run, x, t, batch_size, shuffle, int(epochs) - done, weight)
+            else:
+                _call(callbacks, "on_epoch_begin", self, self.epoch, {})
+                progress.start_epoch(self.epoch)
+                results = [self._train_epoch(run, x, t, batch_size, shuffle, progress, weight)]
+            for total, correct in results:
+                done += 1
                 epoch = self.epoch
-                _call(callbacks, "on_epoch_begin", self, epoch, {})
-                progress.start_epoch(epoch)
-                total, correct = self._train_epoch(run, x, t, batch_size, shuffle, progress, weight)
+                if fuse:
+                    _call(callbacks, "on_epoch_begin", self, epoch, {})
                 logs = {"loss": float(total) / n}
                 if self._classification:
                     logs["accuracy"] = float(correct) / judged
@@ -397,6 +444,29 @@ class Network:
             task = "binary" if self._classification else "regression"
         return [get_metric(m, task) for m in metrics]
 
+    def _train_epochs(
+        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, count: int, weight: Array | None
+    ) -> Any:
+        """Up to ``count`` epochs in one compiled call; ``[(total, correct), ...]`` of those that ran.
+
+        The host draws (shuffles, masks) of the whole call are taken first, in
+        the eager order; after a non-finite loss the later epochs do not run
+        (their draws are spent).
+        """
+        n, opt, draw = int(x.shape[0]), self.optimizer, self._draw()
+        steps = -(-n // size)
+        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
+        first = opt.iterations + 1
+
+        def make(i: int) -> Epoch:
+            order = self.rng.permutation(n) if shuffle else None
+            return Epoch(x, t, order, size, draw, first + i * steps, opt.learning_rate, weight)
+
+        carry, totals, corrects, ran = run.run_epochs(self._arrays(), make, count)
+        opt.iterations += ran * steps
+        self._publish(*carry)
+        return list(zip(totals[:ran], corrects[:ran]))
+
     # -- inference -----------------------------------------------------------------------
 
     def _infer(self, x: Array) -> tuple[Array, Any]:
@@ -416,8 +486,8 @@ class Network:
         target's units. Safe to call from several threads, also while another
         thread runs ``fit``.
         """
-        x = inputs.features(self, X)
-        with self.backend.scope():
+        with self.backend.scope():  # CuPy: every array on the network's device
+            x = inputs.features(self, X)
             return inputs.owned(inputs.outputs(self, self._predict(x, batch_size)), x, self.backend.xp)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
@@ -444,9 +514,9 @@ class Network:
 
         ``metrics`` as in :meth:`fit` adds their values under their names.
         """
-        x = inputs.features(self, X)
         chosen = self._metric_list(metrics)
         with self.backend.scope():
+            x = inputs.features(self, X)
             return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size, chosen)
 
     def _evaluate(

@@ -61,22 +61,20 @@ class Model:
     optimizer: Optimizer
     transform: GradientTransform | None = None
     trainable: tuple[bool, ...] = field(default=())
+    fused: bool = field(init=False)
+    """Whether the last layer's activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
+    first: int = field(init=False)
+    """Index of the first layer with parameters: backward stops there."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.trainable:
             object.__setattr__(self, "trainable", tuple(bool(layer.params) for layer in self.layers))
-
-    @property
-    def fused(self) -> bool:
-        """Whether the last layer's activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
         wanted = self.loss.output_activation
-        return wanted is not None and self.layers[-1].output_activation == wanted
-
-    @property
-    def first(self) -> int:
-        """Index of the first layer with parameters: backward stops there."""
-        return next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
+        # Read once per step: computed here, not per call.
+        object.__setattr__(self, "fused", wanted is not None and self.layers[-1].output_activation == wanted)
+        first = next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
+        object.__setattr__(self, "first", first)
 
     @property
     def binary(self) -> bool:
