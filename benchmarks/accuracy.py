@@ -8,25 +8,41 @@ mean ± std accuracy and fit time.
 
     python benchmarks/accuracy.py                       # numpy
     python benchmarks/accuracy.py --backend array_api_strict --backend torch
+
+With --cli it compares instead what a first run gets with no settings at all:
+``xpnet train data.csv`` (its defaults: early stopping on a held-back tenth of
+the training rows) against ``MLPClassifier()`` / ``MLPRegressor()`` with
+scikit-learn's defaults (features standardized) and ``Ridge()``, on the same
+held-out fifth of each table, including the diabetes regression set.
+
+    python benchmarks/accuracy.py --cli --seeds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import io
 import json
 import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris, load_wine
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris, load_wine
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import train_test_split
-from sklearn.neural_network import MLPClassifier
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import xpnet as xn
+from xpnet import cli
+from xpnet.data import train_test_split as xpnet_split
 
 DATASETS = {
     "digits": load_digits,
@@ -97,6 +113,62 @@ def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
+def cli_run(csv: Path, seed: int, folder: Path) -> dict[str, float]:
+    """Held-out metrics printed by ``xpnet train csv --seed seed`` with every other default."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = cli.main(["train", str(csv), "--seed", str(seed), "--quiet", "--out", str(folder / "m")])
+    if status != 0:
+        raise RuntimeError(f"xpnet train {csv} failed")
+    last = out.getvalue().strip().splitlines()[-1]
+    pairs = (part.split(": ") for part in last.split("  "))
+    return {key.removeprefix("val_"): float(value) for key, value in pairs}
+
+
+def sklearn_runs(X: np.ndarray, y: np.ndarray, seed: int, regression: bool) -> dict[str, float]:
+    """scikit-learn's defaults on the CLI's split (same rows held out)."""
+    rows = np.arange(len(y))
+    train, test, _, _ = xpnet_split(rows, y, 0.2, seed=seed, stratify=not regression)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if not regression:
+            model = make_pipeline(StandardScaler(), MLPClassifier(random_state=seed))
+            return {"MLPClassifier()": float(model.fit(X[train], y[train]).score(X[test], y[test]))}
+        result = {}
+        for label, estimator in [("Ridge()", Ridge()), ("MLPRegressor()", MLPRegressor(random_state=seed))]:
+            model = make_pipeline(StandardScaler(), estimator).fit(X[train], y[train])
+            result[label] = float(np.mean(np.abs(model.predict(X[test]) - y[test])))
+        return result
+
+
+def cli_table(seeds: range) -> None:
+    """Markdown table: the CLI's defaults against scikit-learn's, accuracy % or MAE."""
+    loaders = {**DATASETS, "diabetes (MAE)": load_diabetes}
+    print("| dataset | xpnet train (defaults) | MLPClassifier() / MLPRegressor() | Ridge() |")
+    print("| --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, loader in loaders.items():
+            X, y = loader(return_X_y=True)
+            regression = name.startswith("diabetes")
+            csv = folder / f"{name.split()[0]}.csv"
+            table = np.column_stack([X, y])
+            header = ",".join([*(f"x{i}" for i in range(X.shape[1])), "target"])
+            fmt = ["%.10g"] * X.shape[1] + ["%.10g" if regression else "%d"]
+            np.savetxt(csv, table, delimiter=",", header=header, comments="", fmt=fmt)
+            ours, theirs = [], {}
+            for seed in seeds:
+                metrics = cli_run(csv, seed, folder)
+                ours.append(metrics["mae"] if regression else metrics["accuracy"])
+                for label, value in sklearn_runs(X, y, seed, regression).items():
+                    theirs.setdefault(label, []).append(value)
+                print(json.dumps({"dataset": name, "seed": seed, "xpnet": ours[-1], **theirs}))
+            scale = 1.0 if regression else 100.0
+            mlp = summary(theirs["MLPRegressor()" if regression else "MLPClassifier()"], scale)
+            ridge = summary(theirs["Ridge()"], scale) if regression else ""
+            print(f"| {name} | {summary(ours, scale)} | {mlp} | {ridge} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -111,7 +183,11 @@ def main() -> None:
         "(the default); 'xpnet' keeps xpnet's own defaults (He uniform for ReLU layers)",
     )
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--cli", action="store_true", help="compare the CLI's defaults (see above)")
     args = parser.parse_args()
+    if args.cli:
+        cli_table(range(args.seeds))
+        return
     backends = args.backend or ["numpy"]
     seeds = range(args.seeds)
     rows = []

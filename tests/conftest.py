@@ -1,7 +1,8 @@
 """One fixture runs every test on every backend importable here.
 
 ``pytest --backend NAME`` (repeatable) narrows the set; ``--device`` or
-``$XPNET_TEST_DEVICE`` picks the device. array_api_strict runs on its
+``$XPNET_TEST_DEVICE`` picks the device. Tests that take no backend run only
+when numpy is among the selected backends. array_api_strict runs on its
 non-default ``device1`` so that a creation call without ``device=`` fails.
 """
 
@@ -55,6 +56,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 marks.append(pytest.mark.skip(reason=marker.kwargs.get("reason", "unsupported")))
             params.append(pytest.param(name, id=name, marks=marks))
         metafunc.parametrize("backend_name", params, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A test that takes no backend is the same on every one: it runs where numpy is selected,
+    # so a per-backend session (nox's tests-torch, ...) does not repeat it.
+    if "numpy" in _selected(config):
+        return
+    once = pytest.mark.skip(reason="backend-independent: runs with --backend numpy")
+    for item in items:
+        if "backend_name" not in getattr(item, "fixturenames", ()):
+            item.add_marker(once)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("pandas")
+pd = pytest.importorskip("pandas")
 pytest.importorskip("safetensors")
+
+import xpnet as xn  # noqa: E402
 
 
 def run(*args, cwd, check=True):
@@ -148,11 +151,86 @@ def test_user_errors_are_one_line_with_status_2(tmp_path, table, args, message):
     assert "Traceback" not in result.stderr
 
 
-def test_non_numeric_feature_is_named(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("city,size,label\nparis,1.0,0\nrome,2.0,1\n")
-    result = run("train", path, cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "['city'] are not numeric" in result.stderr
+PENGUINS = Path(__file__).parent / "data" / "penguins.csv"
+QUICK = ("--hidden", "16", "--lr", "0.01", "--epochs", "60", "--quiet")
+
+
+def test_text_columns_and_gaps_are_encoded_not_refused(tmp_path):
+    out = run("train", PENGUINS, "--target", "species", *QUICK, cwd=tmp_path)
+    assert "missing values" in out.stderr and float(out.stdout.split("val_accuracy: ")[1]) > 0.9
+    out = run("train", PENGUINS, "--target", "sex", *QUICK, cwd=tmp_path)
+    assert "left out 11 rows without a 'sex' value" in out.stderr
+    assert float(out.stdout.split("val_accuracy: ")[1]) > 0.6  # the majority class is about 0.5
+    predicted = run("predict", "model.safetensors", PENGUINS, cwd=tmp_path)
+    assert predicted.stdout.splitlines()[0] == "prediction,p_female,p_male"
+
+
+def test_python_and_cli_agree_on_regression_in_target_units(tmp_path):
+    out = run("train", PENGUINS, "--target", "body_mass_g", *QUICK, cwd=tmp_path)
+    mae = float(out.stdout.split("val_mae: ")[1])
+    assert mae < 400  # grams; predicting the mean is off by about 680
+    cli = np.array(
+        [float(v) for v in run("predict", "model.safetensors", PENGUINS, cwd=tmp_path).stdout.split()[1:]]
+    )
+    frame = pd.read_csv(PENGUINS)
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    python = xn.to_numpy(net.predict(frame[list(reversed(frame.columns))])).ravel()
+    np.testing.assert_allclose(python, cli, rtol=1e-5)
+    assert 2500 < python.mean() < 6500
+    known = frame.dropna(subset=["body_mass_g"])
+    evaluated = run("evaluate", "model.safetensors", PENGUINS, cwd=tmp_path)
+    ours = np.mean(np.abs(xn.to_numpy(net.predict(known)).ravel() - known["body_mass_g"]))
+    assert float(evaluated.stdout.split("mae: ")[1]) == pytest.approx(ours, rel=1e-3)
+
+
+def test_semicolon_decimal_comma_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 2))
+    frame = pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "label": np.where(X[:, 0] > 0, "hi", "lo")})
+    frame.to_csv(tmp_path / "eu.csv", sep=";", decimal=",", index=False)
+    out = run("train", "eu.csv", "--decimal", ",", *QUICK, cwd=tmp_path)
+    assert float(out.stdout.split("val_accuracy: ")[1]) >= 0.9
+
+
+def test_pandas_index_is_not_a_feature(tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=60)})
+    frame["y"] = np.where(frame["x"] > 0, "pos", "neg")
+    frame.to_csv(tmp_path / "indexed.csv")
+    out = run("train", "indexed.csv", "--epochs", "2", cwd=tmp_path)
+    assert "saved pandas index" in out.stderr and "1 columns" in out.stdout
+    assert xn.load(tmp_path / "model.safetensors", backend="numpy").metadata["feature_names"] == ["x"]
+
+
+def test_headerless_file_is_refused_with_a_hint_and_read_with_no_header(tmp_path):
+    (tmp_path / "bare.csv").write_text("".join(f"{i / 10},{i % 2}\n" for i in range(40)))
+    result = run("train", "bare.csv", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "--no-header" in result.stderr
+    out = run("train", "bare.csv", "--no-header", "--epochs", "2", cwd=tmp_path)
+    assert "40 rows" in out.stdout or "32 train / 8 held-out" in out.stdout
+
+
+def test_float_zero_one_target_with_a_gap_is_classification(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=80)
+    y = (x > 0).astype(float)
+    y[5] = np.nan  # pandas writes the whole column as floats: 0.0, 1.0, and an empty cell
+    pd.DataFrame({"x": x, "sick": y}).to_csv(tmp_path / "gap.csv", index=False)
+    out = run("train", "gap.csv", *QUICK, cwd=tmp_path)
+    assert float(out.stdout.split("val_accuracy: ")[1]) >= 0.85
+    assert xn.load(tmp_path / "model.safetensors", backend="numpy").metadata["classes"] == [0, 1]
+    assert run("predict", "model.safetensors", "gap.csv", cwd=tmp_path).stdout.startswith(
+        "prediction,p_0,p_1"
+    )
+    out = run("train", "gap.csv", "--task", "regression", "--epochs", "2", cwd=tmp_path)
+    assert "regression" in out.stdout and "val_mae" in out.stdout
+
+
+def test_a_device_the_default_backend_lacks_is_refused(tmp_path, table):
+    if "cupy" in xn.available_backends():
+        pytest.skip("this machine has a GPU")
+    result = run("train", table, "--device", "cuda:0", cwd=tmp_path, check=False)
+    assert result.returncode == 2 and "cuda:0" in result.stderr
 
 
 def test_predict_ignores_the_target_and_needs_the_features(tmp_path, table):
@@ -164,4 +242,4 @@ def test_predict_ignores_the_target_and_needs_the_features(tmp_path, table):
     missing = tmp_path / "missing.csv"
     missing.write_text("age,pressure\n1.0,0.0\n")
     result = run("predict", "model.safetensors", missing, cwd=tmp_path, check=False)
-    assert result.returncode == 2 and "lacks the model's feature column(s) ['glucose']" in result.stderr
+    assert result.returncode == 2 and "feature column(s) ['glucose']" in result.stderr

@@ -14,18 +14,11 @@ import numpy as np
 from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
-from .data import (
-    BUILTIN_DATASETS,
-    Dataset,
-    load_dataset,
-    read_csv,
-    read_features,
-    standardization,
-    train_test_split,
-)
+from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
 from .optim.optimizers import OPTIMIZERS, get_optimizer
+from .train.callbacks import Callback, EarlyStopping
 from .train.network import Network, load
 
 EXAMPLES = """examples:
@@ -38,28 +31,53 @@ EXAMPLES = """examples:
 
 # Settings that suit each built-in dataset, used where the command line is silent.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "xor": {"hidden": "4", "activation": "tanh", "epochs": 400, "lr": 0.05, "batch_size": 4},
+    "xor": {"hidden": "4", "activation": "tanh", "epochs": 400, "lr": 0.05, "batch_size": 4, "patience": 0},
 }
+# Like scikit-learn's MLP: stop when the held-back loss stops improving (best weights restored),
+# under a generous cap on epochs.
 DEFAULTS: dict[str, Any] = {
-    "hidden": "64",
+    "hidden": "100",
     "activation": "relu",
-    "epochs": 30,
+    "epochs": 500,
     "lr": 1e-3,
     "batch_size": 32,
+    "patience": 20,
 }
+STOP_FRACTION = 0.1
+"""Share of the training rows held back to decide when to stop (not the reported held-out part)."""
 
 
 class UserError(Exception):
     """A mistake in the command's input: reported as one line, exit status 2."""
 
 
-def _dataset(source: str, target: str | None) -> Dataset:
+def _read_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "sep": args.sep,
+        "decimal": args.decimal,
+        "thousands": args.thousands,
+        "encoding": args.encoding,
+        "header": not args.no_header,
+        "na_values": args.na_values,
+    }
+
+
+def _table(source: str, args: argparse.Namespace, quiet: bool = False) -> tuple[Any, str | None]:
+    """The data as one DataFrame, and the default target column (None: the last one)."""
+    import pandas as pd
+
     if Path(source).is_file():
-        return read_csv(source, target)
+        frame, notes = read_table(source, **_read_options(args))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return frame, None
     if source.lower().replace("-", "_") in BUILTIN_DATASETS:
-        if target is not None:
+        if getattr(args, "target", None) is not None:
             raise UserError("--target applies to CSV files, not to built-in datasets")
-        return load_dataset(source)
+        data = load_dataset(source)
+        frame = pd.DataFrame(data.X, columns=data.feature_names)
+        frame[data.target_name] = [data.classes[i] for i in data.y]
+        return frame, data.target_name
     raise UserError(
         f"DATA {source!r} is neither a file nor a built-in dataset ({', '.join(BUILTIN_DATASETS)})"
     )
@@ -93,84 +111,107 @@ def _format(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k}: {v:.3f}" if "accuracy" in k else f"{k}: {v:.4g}" for k, v in metrics.items())
 
 
+def _split(y: np.ndarray, fraction: float, seed: int, classification: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Row numbers of a seeded (stratified for classes) split: (kept, taken out)."""
+    rows = np.arange(len(y))
+    kept, taken, _, _ = train_test_split(rows, y, fraction, seed=seed, stratify=classification)
+    return kept, taken
+
+
+def _target(frame: Any, name: str | None, task: str, source: str) -> tuple[Any, str, TargetEncoder]:
+    """The rows with a target value, the target's name and its fitted encoder."""
+    columns = list(frame.columns)
+    name = columns[-1] if name is None else name
+    if name not in columns:
+        raise UserError(f"{source} has no column {name!r}; its columns are {columns}")
+    if len(columns) < 2:
+        raise UserError(f"{source} has only the target column {name!r} and no features")
+    gaps = frame[name].isna().to_numpy()
+    if gaps.all():
+        raise UserError(f"the target {name!r} has no values")
+    if gaps.any():
+        print(f"note: left out {int(gaps.sum())} rows without a {name!r} value", file=sys.stderr, flush=True)
+        frame = frame[~gaps]
+    encoder = TargetEncoder(task).fit(frame[name])
+    if encoder.task == "classification" and len(encoder.classes) < 2:
+        raise UserError(f"the target {name!r} has a single class; nothing to learn")
+    return frame, name, encoder
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out, "--plot": args.plot}, [args.data])
-    data = _dataset(args.data, args.target)
+    frame, default_target = _table(args.data, args)
     settings = _settings(args)
-    sizes = _hidden(settings["hidden"])
+    _hidden(settings["hidden"])
     if not 0.0 <= args.val_split < 1.0:
         raise UserError(f"--val-split must be in [0, 1), got {args.val_split}")
-    classification = data.task == "classification"
-    if classification and len(data.classes) < 2:
-        raise UserError(f"the target {data.target_name!r} has a single class; nothing to learn")
-    n = len(data.y)
-    held_out = args.val_split > 0 and n * args.val_split >= max(2, len(data.classes))
-    if held_out:
-        X_train, X_val, y_train, y_val = train_test_split(
-            data.X, data.y, args.val_split, seed=args.seed, stratify=classification
-        )
-    else:
-        X_train, X_val, y_train, y_val = data.X, data.X, data.y, data.y
-    metadata: dict[str, Any] = {
-        "feature_names": data.feature_names,
-        "target_name": data.target_name,
-        "task": data.task,
-        "classes": data.classes,
+    frame, target, encoder = _target(frame, args.target or default_target, args.task, args.data)
+    classification = encoder.task == "classification"
+    features = frame.drop(columns=[target])
+    labels = encoder.transform(frame[target]) if classification else frame[target].to_numpy(np.float64)
+    k = len(encoder.classes)
+    train, test, fit, stop = _rows(labels, k, args, settings["patience"], classification)
+    early = stop is not None
+    stop = stop if early else (test if test is not None else train)
+    net = _network(args, settings, encoder)
+    net.metadata = {
+        "target_name": target,
+        "task": encoder.task,
+        "classes": encoder.classes,
         "trained_on": str(args.data),
     }
-    if classification:
-        binary = len(data.classes) == 2
-        output = Dense(1, "sigmoid") if binary else Dense(len(data.classes), "softmax")
-        loss = "binary_crossentropy" if binary else "categorical_crossentropy"
-    else:
-        output, loss = Dense(1), "mse"
-        metadata["target_scaling"] = {
-            "mean": float(y_train.mean()),
-            "scale": float(y_train.std() or 1.0),
-        }
-        y_train = _scale_target(y_train, metadata)
-        y_val = _scale_target(y_val, metadata)
-    layers = [*_hidden_layers(sizes, settings["activation"], args), output]
-    net = Network(
-        layers,
-        loss=loss,
-        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=args.weight_decay),
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        seed=args.seed,
-    )
-    net.input_scaling = standardization(X_train)
-    net.metadata = metadata
-    what = f"{len(data.classes)} classes" if classification else "regression"
+    what = f"{k} classes" if classification else "regression"
     split = (
-        f"{len(y_train)} train / {len(y_val)} held-out"
-        if held_out
-        else f"{n} samples, no held-out split (too few rows)"
+        f"{len(train)} train / {len(test)} held-out"
+        if test is not None
+        else f"{len(labels)} rows, no held-out part"
     )
     _say(
-        f"Training on {args.data}: {split}, {len(data.feature_names)} features, {what}; "
+        f"Training on {args.data}: {split}, {features.shape[1]} columns, {what}; "
         f"backend {net.backend.name} ({net.backend.device}), {args.dtype}",
         args.quiet,
     )
+    callbacks: list[Any] = [_EpochLines(encoder, args.quiet, "held_back_" if early else "val_")]
+    if early:
+        callbacks.insert(0, EarlyStopping(patience=settings["patience"], restore_best_weights=True))
     net.fit(
-        X_train,
-        y_train,
+        features.iloc[fit],
+        labels[fit],
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
-        validation_data=(X_val, y_val),
+        validation_data=(features.iloc[stop], labels[stop]),
         class_weight=_class_weight(args, classification),
-        verbose=0 if args.quiet else 1,
+        callbacks=callbacks,
+        verbose=0,
+        preprocess="always",
     )
-    metrics = _metrics(net, X_val, y_val, metadata)
-    prefix = "val_" if held_out else "train_"
-    print(_format({prefix + k: v for k, v in metrics.items()}), flush=True)
+    if early:
+        _say(_stopped(callbacks[0], net), args.quiet)
+    rows = test if test is not None else train
+    metrics = _metrics(net, features.iloc[rows], labels[rows])
+    prefix = "val_" if test is not None else "train_"
+    print(_format({prefix + key: v for key, v in metrics.items()}), flush=True)
     net.save(args.out)
     _say(f"saved {args.out}", args.quiet)
     if args.plot:
         net.history.plot(args.plot)
         _say(f"saved {args.plot}", args.quiet)
     return 0
+
+
+def _rows(
+    labels: np.ndarray, k: int, args: argparse.Namespace, patience: int, classification: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """Row numbers: training, held-out (None if too few rows), fitted on, and held back to stop on
+    (None without early stopping)."""
+    n = len(labels)
+    train, test = np.arange(n), None
+    if args.val_split > 0 and n * args.val_split >= max(2, k):
+        train, test = _split(labels, args.val_split, args.seed, classification)
+    if patience <= 0 or len(train) * STOP_FRACTION < max(2, k):
+        return train, test, train, None
+    kept, back = _split(labels[train], STOP_FRACTION, args.seed + 1, classification)
+    return train, test, train[kept], train[back]
 
 
 def _hidden_layers(sizes: list[int], activation: str, args: argparse.Namespace) -> list[Layer]:
@@ -196,58 +237,101 @@ def _class_weight(args: argparse.Namespace, classification: bool) -> str | None:
     return args.class_weight
 
 
-def _scale_target(y: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
-    scaling = metadata["target_scaling"]
-    return (np.asarray(y, dtype=np.float64) - scaling["mean"]) / scaling["scale"]
+def _network(args: argparse.Namespace, settings: dict[str, Any], encoder: TargetEncoder) -> Network:
+    """The network the settings describe, with the output and loss the target needs."""
+    k = len(encoder.classes)
+    if encoder.task == "regression":
+        output, loss = Dense(1), "mse"
+    elif k == 2:
+        output, loss = Dense(1, "sigmoid"), "binary_crossentropy"
+    else:
+        output, loss = Dense(k, "softmax"), "categorical_crossentropy"
+    return Network(
+        [*_hidden_layers(_hidden(settings["hidden"]), settings["activation"], args), output],
+        loss=loss,
+        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=args.weight_decay),
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+    )
 
 
-def _unscale_target(y: np.ndarray, metadata: dict[str, Any]) -> np.ndarray:
-    scaling = metadata["target_scaling"]
-    return y * scaling["scale"] + scaling["mean"]
+def _stopped(stopper: EarlyStopping, net: Network) -> str:
+    best = (stopper.best_epoch or 0) + 1
+    if stopper.stopped_epoch is None:
+        return f"trained {net.epoch} epochs; kept the weights of epoch {best} (lowest held-back loss)"
+    return (
+        f"stopped after epoch {stopper.stopped_epoch + 1}: no better held-back loss in "
+        f"{stopper.patience} epochs; kept the weights of epoch {best}"
+    )
 
 
-def _metrics(net: Network, X: np.ndarray, y: np.ndarray, metadata: dict[str, Any]) -> dict[str, float]:
-    """Loss and accuracy for classification; MSE and MAE in the target's own units for regression."""
-    result = net.evaluate(X, y)
-    if metadata["task"] == "classification":
-        return result
-    pred = _unscale_target(to_numpy(net.predict(X)).ravel().astype(np.float64), metadata)
-    truth = _unscale_target(np.asarray(y, dtype=np.float64), metadata)
-    return {"mse": float(np.mean((pred - truth) ** 2)), "mae": float(np.mean(np.abs(pred - truth)))}
+class _EpochLines(Callback):
+    """One line per epoch (the first five, then every tenth) in the target's units.
+
+    ``val`` names the validation part: ``"held_back_"`` (the rows that decide
+    when to stop) or ``"val_"`` (the held-out rows, when nothing is held back).
+    """
+
+    def __init__(self, encoder: TargetEncoder, quiet: bool, val: str) -> None:
+        self.scale = encoder.scaling.get("scale", 1.0)
+        self.quiet = quiet
+        self.val = val
+
+    def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
+        if self.quiet or not (epoch < 5 or (epoch + 1) % 10 == 0):
+            return
+        if net._classification:
+            shown = dict(logs)
+        else:  # the network trains on the standardized target; say it in the target's units
+            shown = {key.replace("loss", "rmse"): float(np.sqrt(logs[key])) * self.scale for key in logs}
+        parts = [
+            f"{key.replace('val_', self.val)}: " + (f"{v:.3f}" if "accuracy" in key else f"{v:.4g}")
+            for key, v in shown.items()
+        ]
+        print(f"Epoch {epoch + 1}: {' - '.join(parts)}", flush=True)
+
+
+def _metrics(net: Network, X: Any, y: np.ndarray) -> dict[str, float]:
+    """Loss and accuracy for classification; RMSE and MAE in the target's own units for regression."""
+    if net._classification:
+        return net.evaluate(X, y)
+    pred = to_numpy(net.predict(X)).ravel().astype(np.float64)
+    error = pred - np.asarray(y, dtype=np.float64)
+    return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
 
 def _model(path: str, args: argparse.Namespace) -> Network:
     net = load(path, backend=args.backend, device=args.device)
-    if "feature_names" not in net.metadata:
+    if "feature_names" not in net.metadata or "task" not in net.metadata:
         raise UserError(f"{path} was not trained by the xpnet command (it has no feature names)")
     return net
 
 
-def _labelled(net: Network, source: str, target: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _labelled(net: Network, args: argparse.Namespace) -> tuple[Any, np.ndarray]:
     meta = net.metadata
-    if not Path(source).is_file():
-        data = _dataset(source, None)
-        return data.X, data.y
-    target = target or meta["target_name"]
-    X, frame = read_features(source, meta["feature_names"])
+    frame, default_target = _table(args.data, args)
+    target = args.target or default_target or meta["target_name"]
     if target not in frame.columns:
-        raise UserError(f"{source} has no target column {target!r}; name it with --target")
+        raise UserError(f"{args.data} has no target column {target!r}; name it with --target")
+    gaps = frame[target].isna().to_numpy()
+    if gaps.any():
+        print(
+            f"note: left out {int(gaps.sum())} rows without a {target!r} value", file=sys.stderr, flush=True
+        )
+        frame = frame[~gaps]
+    encoder = TargetEncoder.from_state({"task": meta["task"], "classes": meta["classes"]})
     column = frame[target]
     if meta["task"] == "regression":
-        return X, _scale_target(column.to_numpy(dtype=np.float64), meta)
-    codes = {str(c): i for i, c in enumerate(meta["classes"])}
-    unknown = sorted({str(v) for v in column} - set(codes))
-    if unknown:
-        raise UserError(
-            f"{source}: target values {unknown[:5]} are not classes the model knows {meta['classes']}"
-        )
-    return X, np.array([codes[str(v)] for v in column], dtype=np.int64)
+        return frame, column.to_numpy(dtype=np.float64)
+    return frame, encoder.transform(column)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     net = _model(args.model, args)
-    X, y = _labelled(net, args.data, args.target)
-    print(_format(_metrics(net, X, y, net.metadata)))
+    X, y = _labelled(net, args)
+    print(_format(_metrics(net, X, y)))
     return 0
 
 
@@ -257,13 +341,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out}, [args.model, args.data])
     net = _model(args.model, args)
     meta = net.metadata
-    if Path(args.data).is_file():
-        X, table = read_features(args.data, meta["feature_names"])
-        index = table.index
-    else:
-        X, index = _dataset(args.data, None).X, None
+    table, _ = _table(args.data, args)
+    index = table.index
     if meta["task"] == "classification":
-        prob = to_numpy(net.predict_proba(X)).astype(np.float64)
+        prob = to_numpy(net.predict_proba(table)).astype(np.float64)
         if prob.shape[1] == 1:
             prob = np.hstack([1.0 - prob, prob])
         classes = meta["classes"]
@@ -271,10 +352,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for i, label in enumerate(classes):
             frame[f"p_{label}"] = prob[:, i]
     else:
-        values = _unscale_target(to_numpy(net.predict(X)).ravel().astype(np.float64), meta)
-        frame = pd.DataFrame({"prediction": values}, index=index)
+        frame = pd.DataFrame({"prediction": to_numpy(net.predict(table)).ravel()}, index=index)
     text = io.StringIO()
-    frame.to_csv(text, index=index is not None and not isinstance(index, pd.RangeIndex), float_format="%.6g")
+    frame.to_csv(text, index=not isinstance(index, pd.RangeIndex), float_format="%.6g")
     if args.out:
         atomic_write_bytes(args.out, text.getvalue().encode())
         print(f"saved {len(frame)} predictions to {args.out}", file=sys.stderr)
@@ -302,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def read_options(p: argparse.ArgumentParser) -> None:
+        csv = p.add_argument_group("reading CSV files")
+        csv.add_argument("--sep", help="column delimiter (default: sniffed among , ; tab |)")
+        csv.add_argument("--decimal", default=".", help="decimal mark of numbers, e.g. ',' (default: '.')")
+        csv.add_argument("--thousands", help="thousands separator of numbers, e.g. ' ' or '.'")
+        csv.add_argument("--encoding", help="text encoding, e.g. latin-1 (default: utf-8)")
+        csv.add_argument(
+            "--no-header", dest="no_header", action="store_true", help="the first row is data, not names"
+        )
+        csv.add_argument(
+            "--na-values",
+            dest="na_values",
+            action="append",
+            metavar="TEXT",
+            help="a cell text that means missing, e.g. '?' (repeatable)",
+        )
+
     def device_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--backend",
@@ -323,9 +420,24 @@ def build_parser() -> argparse.ArgumentParser:
         "data", metavar="DATA", help=f"CSV file or built-in dataset ({', '.join(BUILTIN_DATASETS)})"
     )
     train.add_argument("--target", help="target column of a CSV (default: the last column)")
-    train.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32 (default: 64)")
+    train.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "classification", "regression"],
+        help="auto: text, integer and boolean targets (and whole numbers with at most 20 values) "
+        "are classes, other numbers regression (default: auto)",
+    )
+    train.add_argument("--hidden", help="hidden layer sizes, e.g. 64,32 (default: 100)")
     train.add_argument("--activation", help="hidden activation (default: relu)")
-    train.add_argument("--epochs", type=int, help="passes over the training data (default: 30)")
+    train.add_argument(
+        "--epochs", type=int, help="most passes over the training data (default: 500, see --patience)"
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        help="stop after this many epochs without a lower loss on a held-back tenth of the training "
+        "rows, keeping the best weights; 0 trains every epoch (default: 20)",
+    )
     train.add_argument("--batch-size", dest="batch_size", type=int, help="samples per step (default: 32)")
     train.add_argument("--optimizer", default="adam", choices=sorted(OPTIMIZERS), help="(default: adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: 0.001)")
@@ -337,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="val_split",
         type=float,
         default=0.2,
-        help="held-out fraction, stratified (default: 0.2)",
+        help="held-out fraction for the reported metrics, stratified (default: 0.2)",
     )
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     train.add_argument(
@@ -358,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--plot", help="also save loss/metric curves to this PNG")
     train.add_argument("--quiet", action="store_true", help="print only the final metrics")
+    read_options(train)
     device_options(train)
     train.set_defaults(run=cmd_train)
 
@@ -370,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         command.add_argument("model", metavar="MODEL", help="a model file written by xpnet train")
         command.add_argument("data", metavar="DATA", help=data_help)
+        read_options(command)
         device_options(command)
         return command
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .backend import to_numpy
+from .data.datasets import train_test_split
 from .nn.layers import Dense
 from .optim.optimizers import get_optimizer
+from .train.callbacks import EarlyStopping
 from .train.network import Network
 
 
@@ -30,6 +33,36 @@ def _seed(random_state: Any) -> int | None:
     if isinstance(random_state, np.random.Generator):
         return int(random_state.integers(0, 2**31 - 1))
     raise ValueError(f"random_state must be None, an int or a NumPy generator, got {random_state!r}")
+
+
+def _on_host(X: Any) -> tuple[Any, Any]:
+    """``X`` as NumPy if it is another library's array, and a function returning results there.
+
+    Under ``sklearn.set_config(array_api_dispatch=True)`` results go back to the
+    namespace and device of the input (numeric results only); otherwise they stay NumPy.
+    """
+    from sklearn import get_config
+
+    if isinstance(X, np.ndarray) or not array_api_compat.is_array_api_obj(X):
+        return X, lambda result: result
+    host = to_numpy(X)
+    if not get_config().get("array_api_dispatch", False):
+        return host, lambda result: result
+    xp, device = array_api_compat.array_namespace(X), array_api_compat.device(X)
+
+    def back(result: np.ndarray) -> Any:
+        if result.dtype.kind not in "biuf":
+            return result
+        return xp.asarray(np.ascontiguousarray(result), device=device)
+
+    return host, back
+
+
+def _weights(sample_weight: Any, X: np.ndarray) -> np.ndarray | None:
+    """``sample_weight`` checked against ``X`` as a float64 NumPy array, or None."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(_on_host(sample_weight)[0], X, dtype=np.float64)
 
 
 class _XPNetEstimator(BaseEstimator):
@@ -46,6 +79,11 @@ class _XPNetEstimator(BaseEstimator):
         weight_decay: float = 0.0,
         alpha: float = 0.0,
         class_weight: Any = None,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        tol: float = 1e-4,
+        warm_start: bool = False,
         backend: str | None = None,
         device: Any = None,
         dtype: str = "float64",
@@ -61,28 +99,24 @@ class _XPNetEstimator(BaseEstimator):
         self.weight_decay = weight_decay
         self.alpha = alpha
         self.class_weight = class_weight
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
         self.backend = backend
         self.device = device
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
 
-    def _train(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        output: Dense,
-        loss: str,
-        sample_weight: Any = None,
-        class_weight: Any = None,
-    ) -> None:
+    def _network(self, output: Dense, loss: str, batch_size: int) -> Network:
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not self.alpha >= 0:
             raise ValueError(f"alpha must be a number >= 0, got {self.alpha!r}")
-        batch_size = min(int(self.batch_size), len(X))
         sizes = self.hidden_layer_sizes
         sizes = (sizes,) if isinstance(sizes, (int, np.integer)) else tuple(sizes)
         layers = [Dense(int(size), self.activation) for size in sizes] + [output]
-        self.network_ = Network(
+        return Network(
             layers,
             loss=loss,
             optimizer=get_optimizer(
@@ -95,18 +129,81 @@ class _XPNetEstimator(BaseEstimator):
             dtype=self.dtype,
             seed=_seed(self.random_state),
         )
+
+    def _check_stopping(self) -> None:
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        if isinstance(self.n_iter_no_change, bool) or int(self.n_iter_no_change) < 1:
+            raise ValueError(f"n_iter_no_change must be a positive integer, got {self.n_iter_no_change!r}")
+        if self.tol < 0:
+            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+
+    def _train(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        output: Dense,
+        loss: str,
+        epochs: int,
+        sample_weight: np.ndarray | None = None,
+        class_weight: Any = None,
+    ) -> None:
+        """Train ``network_`` (a new one unless warm starting) on ``(X, y)``, rows weighted.
+
+        Early stopping holds back rows with their weights; the held-back loss is unweighted.
+        """
+        if not (self.warm_start and hasattr(self, "network_")):
+            self.network_ = self._network(output, loss, min(int(self.batch_size), len(X)))
+            self.loss_curve_: list[float] = []
+        callbacks: list[Any] = []
+        validation = None
+        if epochs > 1:  # partial_fit (one epoch) never stops early
+            self._check_stopping()
+            split = self.early_stopping and len(X) * self.validation_fraction >= 1 and len(X) >= 2
+            if split:
+                kept, held = self._validation_rows(y)
+                validation = (X[held], y[held])
+                X, y = X[kept], y[kept]
+                sample_weight = None if sample_weight is None else sample_weight[kept]
+            callbacks.append(
+                EarlyStopping(
+                    monitor="val_loss" if split else "loss",
+                    patience=int(self.n_iter_no_change),
+                    min_delta=float(self.tol),
+                    restore_best_weights=bool(split),
+                )
+            )
         history = self.network_.fit(
             X,
             y,
-            epochs=self.epochs,
-            batch_size=batch_size,
+            epochs=epochs,
+            batch_size=min(int(self.batch_size), len(X)),
+            validation_data=validation,
             sample_weight=sample_weight,
             class_weight=class_weight,
+            callbacks=callbacks,
             verbose=self.verbose,
+            preprocess="auto",
         )
-        self.loss_curve_ = list(history.history.get("loss", []))
+        self.loss_curve_ += list(history.history.get("loss", []))
+        if validation is not None:
+            self.validation_loss_curve_ = list(history.history.get("val_loss", []))
+            self.best_validation_loss_ = min(self.validation_loss_curve_)
         self.loss_ = self.loss_curve_[-1] if self.loss_curve_ else float("nan")
         self.n_iter_ = len(self.loss_curve_)
+
+    def _validation_rows(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows kept and held back: the last ``validation_fraction`` of a seeded (stratified) shuffle."""
+        stratify = isinstance(self, ClassifierMixin)
+        rows = np.arange(len(y))
+        kept, held, _, _ = train_test_split(
+            rows,
+            np.asarray(y) if stratify else rows,
+            self.validation_fraction,
+            seed=_seed(self.random_state),
+            stratify=stratify and len(np.unique(y)) * 2 <= len(y),
+        )
+        return kept, held
 
     def _outputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "network_")
@@ -133,6 +230,13 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
     class_weight : dict, "balanced" or None
         ``{class label: weight}`` (labels as in ``y``) or ``"balanced"``,
         multiplied into the sample weights (classifier only).
+    early_stopping, validation_fraction, n_iter_no_change, tol
+        As scikit-learn's MLP: training stops when the loss (with
+        ``early_stopping``, that of a held-back ``validation_fraction`` of the
+        rows, unweighted) has not improved by ``tol`` in ``n_iter_no_change``
+        epochs; early stopping keeps the best epoch's weights.
+    warm_start : bool
+        ``fit`` continues training the network it fitted before.
     backend, device, dtype
         Where and in what precision to train (see :class:`xpnet.Network`).
     random_state : int, RandomState or None
@@ -151,24 +255,63 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
     """
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetClassifier:
-        """Train on features ``X`` and class labels ``y`` (rows weighted by ``sample_weight``)."""
-        X, y = validate_data(self, X, y, dtype=np.float64)
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
+        """Train on ``X`` and labels ``y``, rows weighted by ``sample_weight`` (up to ``epochs`` passes)."""
+        X, _ = _on_host(X)
+        y, _ = _on_host(y)
+        first = not (self.warm_start and hasattr(self, "network_"))
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        if first:
+            self.classes_ = np.unique(y)
+        self._fit_codes(X, y, int(self.epochs), sample_weight)
+        return self
+
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None, classes: Any = None) -> XPNetClassifier:
+        """One pass over ``(X, y)`` (rows weighted by ``sample_weight``); the first call needs every
+        class label in ``classes``."""
+        X, _ = _on_host(X)
+        y, _ = _on_host(y)
+        first = not hasattr(self, "network_")
+        if first and classes is None:
+            raise ValueError("classes must be passed on the first call to partial_fit")
+        if isinstance(self.class_weight, str):
+            raise ValueError(
+                "class_weight='balanced' is computed from all of y, which partial_fit never sees; "
+                "pass a dict {label: weight} instead"
+            )
+        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        sample_weight = _weights(sample_weight, X)
+        check_classification_targets(y)
+        if first:
+            self.classes_ = np.unique(_on_host(classes)[0])
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes {np.unique(classes)} differ from those of the first call {self.classes_}"
+            )
+        warm, self.warm_start = self.warm_start, True
+        try:
+            self._fit_codes(X, y, 1, sample_weight)
+        finally:
+            self.warm_start = warm
+        return self
+
+    def _fit_codes(self, X: np.ndarray, y: np.ndarray, epochs: int, sample_weight: Any) -> None:
+        unknown = np.setdiff1d(y, self.classes_)
+        if unknown.size:
+            raise ValueError(f"y has labels {unknown.tolist()} not in classes_ {self.classes_.tolist()}")
         if len(self.classes_) < 2:
             raise ValueError(
                 f"XPNetClassifier needs samples of at least 2 classes; got 1 class ({self.classes_[0]!r})"
             )
+        codes = np.searchsorted(self.classes_, y)
         weights = self._class_weight()
         if len(self.classes_) == 2:
             output, loss, target = Dense(1, "sigmoid"), "binary_crossentropy", codes.astype(np.float64)
         else:
             output, loss = Dense(len(self.classes_), "softmax"), "categorical_crossentropy"
             target = codes.astype(np.int64)
-        self._train(X, target, output, loss, sample_weight, weights)
-        return self
+        self._train(X, target, output, loss, epochs, sample_weight, weights)
 
     def _class_weight(self) -> Any:
         """``class_weight`` keyed by class position (``classes_`` order), as the network sees labels."""
@@ -181,15 +324,17 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
             raise ValueError(f"class_weight names labels {unknown} that are not in y's classes")
         return {int(np.flatnonzero(self.classes_ == k)[0]): w for k, w in self.class_weight.items()}
 
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any) -> Any:
         """Class probabilities, one column per class in ``classes_`` order."""
+        X, back = _on_host(X)
         prob = self._outputs(X)
-        return np.hstack([1.0 - prob, prob]) if prob.shape[1] == 1 else prob
+        return back(np.hstack([1.0 - prob, prob]) if prob.shape[1] == 1 else prob)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any) -> Any:
         """The most probable class of each sample."""
-        prob = self.predict_proba(X)
-        return self.classes_[np.argmax(prob, axis=1)]
+        X, back = _on_host(X)
+        prob = to_numpy(self.predict_proba(X))
+        return back(self.classes_[np.argmax(prob, axis=1)])
 
 
 class XPNetRegressor(RegressorMixin, _XPNetEstimator):
@@ -205,19 +350,37 @@ class XPNetRegressor(RegressorMixin, _XPNetEstimator):
         return tags
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetRegressor:
-        """Train on features ``X`` and targets ``y`` (rows weighted by ``sample_weight``)."""
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True)
-        if self.class_weight is not None:
-            raise ValueError("class_weight applies to XPNetClassifier, not to a regressor")
-        if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X)
-        y = np.asarray(y, dtype=np.float64)
-        self._single_output = y.ndim == 1
-        width = 1 if y.ndim == 1 else y.shape[1]
-        self._train(X, y.reshape(len(y), width), Dense(width), "mse", sample_weight)
+        """Train on ``X`` and targets ``y``, rows weighted by ``sample_weight`` (up to ``epochs`` passes)."""
+        reset = not (self.warm_start and hasattr(self, "network_"))
+        self._fit(X, y, int(self.epochs), reset, sample_weight)
         return self
 
-    def predict(self, X: Any) -> np.ndarray:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> XPNetRegressor:
+        """One pass over ``(X, y)`` (rows weighted by ``sample_weight``); the target scaling comes
+        from the first call's ``y``."""
+        warm, self.warm_start = self.warm_start, True
+        try:
+            self._fit(X, y, 1, not hasattr(self, "network_"), sample_weight)
+        finally:
+            self.warm_start = warm
+        return self
+
+    def _fit(self, X: Any, y: Any, epochs: int, reset: bool, sample_weight: Any) -> None:
+        X, _ = _on_host(X)
+        y, _ = _on_host(y)
+        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, reset=reset)
+        if self.class_weight is not None:
+            raise ValueError("class_weight applies to XPNetClassifier, not to a regressor")
+        sample_weight = _weights(sample_weight, X)
+        y = np.asarray(y, dtype=np.float64)
+        if reset:
+            self._single_output = y.ndim == 1
+        width = 1 if y.ndim == 1 else y.shape[1]
+        # The network standardizes y (preprocess="auto") and answers in y's units.
+        self._train(X, y.reshape(len(y), width), Dense(width), "mse", epochs, sample_weight)
+
+    def predict(self, X: Any) -> Any:
         """Predicted targets."""
+        X, back = _on_host(X)
         out = self._outputs(X)
-        return out.ravel() if self._single_output else out
+        return back(out.ravel() if self._single_output else out)

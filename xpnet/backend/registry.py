@@ -348,8 +348,14 @@ def get_backend(name: str | Backend | None = None, device: Any = None) -> Backen
     if key == "auto":
         try:
             return _cupy(device)
-        except BackendUnavailableError:
-            return _numpy(None)
+        except BackendUnavailableError as exc:
+            if device is None or str(device) == "cpu":
+                return _numpy(device)
+            # Never fall back to the CPU when a device was asked for.
+            raise BackendUnavailableError(
+                f"device {device!r} asked for, but the auto backend found no usable GPU ({exc}); "
+                "name a backend that has that device (e.g. backend='torch')"
+            ) from exc
     return _LOADERS[key](device)
 
 

@@ -1,12 +1,12 @@
-"""Data helpers: built-in datasets, CSV reading, splits and scaling; batch sources that stream."""
+"""Data helpers: built-in datasets, CSV reading, the tabular encoder, splits and scaling; batch sources
+that stream."""
 
+from .csvfiles import read_csv, read_features, read_table
 from .datasets import (
     BUILTIN_DATASETS,
     Dataset,
     encode_labels,
     load_dataset,
-    read_csv,
-    read_features,
     standardization,
     train_test_split,
 )
@@ -22,6 +22,7 @@ from .streams import (
     device_converter,
     from_npy,
 )
+from .tabular import TabularEncoder, TargetEncoder
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -33,6 +34,8 @@ __all__ = [
     "IterableSource",
     "ParquetSource",
     "Prefetcher",
+    "TabularEncoder",
+    "TargetEncoder",
     "as_source",
     "device_converter",
     "encode_labels",
@@ -40,6 +43,7 @@ __all__ = [
     "load_dataset",
     "read_csv",
     "read_features",
+    "read_table",
     "standardization",
     "train_test_split",
 ]

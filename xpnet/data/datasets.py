@@ -1,13 +1,12 @@
-"""Data at the edges: built-in datasets, CSV tables, held-out splits and feature scaling.
+"""Data at the edges: built-in datasets, held-out splits and feature scaling.
 
-Everything here works on the host in NumPy (and pandas for CSV); networks
-move the arrays to their backend.
+Everything here works on the host in NumPy; networks move the arrays to their
+backend. CSV files are read by :mod:`xpnet.data.csvfiles`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,89 +77,6 @@ def load_dataset(name: str) -> Dataset:
         "classification",
         classes,
     )
-
-
-def _read_table(path: str | Path) -> Any:
-    try:
-        import pandas as pd
-    except ImportError as exc:
-        raise ImportError("reading CSV files needs pandas: pip install pandas") from exc
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV file: {exc}") from exc
-    if frame.shape[0] == 0 or frame.shape[1] == 0:
-        raise ValueError(f"{path} has no data rows")
-    return frame
-
-
-def _numeric_features(frame: Any, columns: list[str], path: Path) -> np.ndarray:
-    bad = [c for c in columns if frame[c].dtype.kind not in "biuf"]
-    if bad:
-        raise ValueError(
-            f"{path}: feature column(s) {bad} are not numeric; encode them as numbers or drop them"
-        )
-    X = frame[columns].to_numpy(dtype=np.float64)
-    missing = ~np.isfinite(X)
-    if missing.any():
-        row, col = np.argwhere(missing)[0]
-        raise ValueError(
-            f"{path}: column {columns[col]!r} has a missing or non-finite value in data row {row + 1}"
-        )
-    return X
-
-
-def read_csv(path: str | Path, target: str | None = None) -> Dataset:
-    """Read a CSV table of numeric features and one target column.
-
-    Parameters
-    ----------
-    path : str or Path
-        The CSV file, with a header row.
-    target : str, optional
-        The target column; the last column by default. Integer, boolean or
-        text targets mean classification, float targets regression.
-
-    Raises
-    ------
-    FileNotFoundError
-        If there is no such file.
-    ValueError
-        For a missing target column, non-numeric features or missing values.
-    """
-    frame = _read_table(path)
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
-    target = columns[-1] if target is None else target
-    if target not in columns:
-        raise ValueError(f"{path} has no column {target!r}; its columns are {columns}")
-    features = [c for c in columns if c != target]
-    if not features:
-        raise ValueError(f"{path} has only the target column {target!r} and no features")
-    X = _numeric_features(frame, features, Path(path))
-    column = frame[target]
-    if column.isna().any():
-        raise ValueError(f"{path}: the target column {target!r} has missing values")
-    if column.dtype.kind == "f":
-        return Dataset(X, column.to_numpy(dtype=np.float64), features, target, "regression")
-    codes, classes = encode_labels(column.astype(str) if column.dtype.kind == "O" else column.to_numpy())
-    return Dataset(X, codes, features, target, "classification", classes)
-
-
-def read_features(path: str | Path, feature_names: list[str]) -> tuple[np.ndarray, Any]:
-    """Read the named feature columns of a CSV (other columns, like the target, are ignored).
-
-    Returns the features and the whole pandas DataFrame.
-    """
-    frame = _read_table(path)
-    frame.columns = [str(c) for c in frame.columns]
-    missing = [c for c in feature_names if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path} lacks the model's feature column(s) {missing}")
-    return _numeric_features(frame, feature_names, Path(path)), frame
 
 
 def train_test_split(

@@ -1,6 +1,24 @@
 """Checks at the boundary: user inputs converted to a network's backend, or one clear error.
 
-Plain functions of a network and the user's data; nothing here keeps state.
+Plain functions of a network and the user's data; nothing here keeps state
+but what :func:`prepare` records in ``net.metadata`` (JSON, saved with the
+network). These keys of ``net.metadata`` change what the network does:
+
+``"feature_names"``
+    Columns of the DataFrame the network was fitted on. A DataFrame given to
+    ``fit``, ``predict`` or ``evaluate`` is matched to them by name (a missing
+    one is a ValueError naming it; extra columns are ignored).
+``"encoder"``
+    A :class:`xpnet.data.tabular.TabularEncoder` state: DataFrames are encoded
+    by it (impute, standardize, one-hot) before ``input_scaling``.
+``"target_scaling"``
+    ``{"mean", "scale"}`` of a regression target: targets given to ``fit`` and
+    ``evaluate`` are standardized with it, and ``predict`` answers
+    ``output * scale + mean``, in the target's own units. Losses (``fit``'s
+    history, ``evaluate``) stay those of the standardized target it trains on.
+``"classes"``
+    The class labels by output index, for faces that name classes (the CLI,
+    scikit-learn); ``predict`` itself returns probabilities.
 """
 
 from __future__ import annotations
@@ -11,8 +29,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
+from ..data.tabular import TabularEncoder, check_columns, is_dataframe, needs_encoding
 from ..nn.losses import CategoricalCrossentropy
 from ..nn.shapes import parameter_count
+
+PREPROCESS = (None, "auto", "always")
 
 
 def positive_int(name: str, value: Any) -> int:
@@ -104,6 +125,7 @@ def features(net: Any, X: Any, name: str = "X") -> Array:
     """
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
+    X = table(net, X, name)
     source = numeric(net, X, name)
     try:
         with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
@@ -125,6 +147,90 @@ def features(net: Any, X: Any, name: str = "X") -> Array:
         _beyond_range(source, net.dtype, name)
         raise
     return scaled(net, x)
+
+
+def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any = None) -> None:
+    """Record what ``fit`` learns from the data itself, once, in ``net.metadata``.
+
+    A DataFrame's column names are remembered. With ``preprocess="auto"`` a
+    DataFrame with non-numeric columns or gaps is given a fitted
+    :class:`~xpnet.data.tabular.TabularEncoder` (``"always"``: any DataFrame),
+    and a regression target its scaling. What is already recorded (a network
+    fitted before, or loaded) is kept, so training continues on the same scale.
+    The target's mean and spread weigh rows by ``sample_weight``, as the loss does.
+    """
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess must be None, 'auto' or 'always', got {preprocess!r}")
+    meta = net.metadata
+    if is_dataframe(X) and "feature_names" not in meta:
+        meta["feature_names"] = [str(c) for c in X.columns]
+    if preprocess is None:
+        return
+    if is_dataframe(X) and "encoder" not in meta:
+        gaps = bool(X.isna().to_numpy().any())
+        if preprocess == "always" or gaps or needs_encoding(X):
+            meta["encoder"] = TabularEncoder().fit(X).get_state()
+    if not net.loss.classification and y is not None and "target_scaling" not in meta:
+        values = np.asarray(to_numpy(y) if not hasattr(y, "to_numpy") else y.to_numpy(), dtype=np.float64)
+        weight = _row_weights(sample_weight, len(values))
+        mean = np.average(values, axis=0, weights=weight)
+        scale = np.sqrt(np.average((values - mean) ** 2, axis=0, weights=weight))
+        meta["target_scaling"] = {
+            "mean": np.atleast_1d(mean).tolist(),
+            "scale": np.atleast_1d(np.where(scale > 0, scale, 1.0)).tolist(),
+        }
+
+
+def _row_weights(sample_weight: Any, n: int) -> np.ndarray | None:
+    """``sample_weight`` as host weights fit to average with, or None (bad ones are refused later)."""
+    if sample_weight is None:
+        return None
+    try:
+        weight = np.asarray(to_numpy(sample_weight), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    usable = weight.shape == (n,) and bool(np.all(np.isfinite(weight))) and bool(np.all(weight >= 0))
+    return weight if usable and weight.sum() > 0 else None
+
+
+def table(net: Any, X: Any, name: str) -> Any:
+    """A DataFrame matched to the fitted column names and encoded; other inputs as they are."""
+    meta = net.metadata
+    names = meta.get("feature_names")
+    if is_dataframe(X) and names is not None:
+        check_columns(X, names, "the network")
+        X = X[names] if list(X.columns) != names else X
+    elif names is not None and "encoder" in meta and isinstance(X, (list, np.ndarray)):
+        import pandas as pd
+
+        X = pd.DataFrame(list(X), columns=names)  # raw values in the fitted column order
+    if "encoder" in meta:
+        if not is_dataframe(X):
+            raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
+        return TabularEncoder.from_state(meta["encoder"]).transform(X)
+    if is_dataframe(X):
+        bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
+        if bad:
+            raise ValueError(
+                f"{name} has non-numeric columns {bad}; encode them as numbers first, "
+                'or fit with preprocess="auto"'
+            )
+    return X
+
+
+def outputs(net: Any, out: Array) -> Array:
+    """Network outputs in the target's units (``out * scale + mean`` with a target scaling)."""
+    scaling = net.metadata.get("target_scaling")
+    if not scaling or net._classification:
+        return out
+    mean, scale = _pair(net, scaling)
+    return out * scale + mean
+
+
+def _pair(net: Any, scaling: dict[str, Any]) -> tuple[Array, Array]:
+    mean = net.backend.asarray(np.asarray(scaling["mean"], dtype=np.float64), net.dtype)
+    scale = net.backend.asarray(np.asarray(scaling["scale"], dtype=np.float64), net.dtype)
+    return mean, scale
 
 
 def _beyond_range(source: Any, dtype: str, name: str) -> None:
@@ -240,6 +346,10 @@ def targets(net: Any, y: Any, n: int, name: str = "y") -> Array:
     t = net.backend.asarray(t, net.dtype)
     if t.ndim == 1:
         t = xp.reshape(t, (-1, 1))
+    scaling = net.metadata.get("target_scaling")
+    if scaling and not net._classification:
+        mean, scale = _pair(net, scaling)
+        t = (t - mean) / scale
     if t.ndim != 2 or t.shape[1] != k:
         raise ValueError(
             f"{name} must have shape ({n},) or ({n}, {k}) for a network with {k} outputs, "

@@ -104,7 +104,8 @@ class Network:
         self.input_scaling: dict[str, Any] | None = None
         """``{"mean": [...], "scale": [...]}`` applied to every input as ``(x - mean) / scale``."""
         self.metadata: dict[str, Any] = {}
-        """Free-form JSON-able facts saved with the network (feature names, classes, ...)."""
+        """JSON-able facts saved with the network; the keys ``feature_names``, ``encoder``,
+        ``target_scaling`` and ``classes`` change what it does (see :mod:`xpnet.train.inputs`)."""
         self._classification = self.loss.classification
         self.compile = compile
         self._runners: dict[Any, Any] = {}
@@ -267,6 +268,7 @@ class Network:
         distributed: Any = None,
         callbacks: Iterable[Any] = (),
         verbose: int = 1,
+        preprocess: str | None = None,
     ) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches.
 
@@ -319,6 +321,12 @@ class Network:
             is added unless one is given.
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        preprocess : {None, "auto", "always"}
+            ``"auto"``: a DataFrame with text, categorical, boolean columns or
+            gaps is encoded by a fitted :class:`~xpnet.data.tabular.TabularEncoder`
+            (``"always"``: every DataFrame), and a regression target is
+            standardized, ``predict`` answering in its units. Both are saved
+            with the network (see :mod:`xpnet.train.inputs`).
 
         Returns
         -------
@@ -349,6 +357,7 @@ class Network:
                 distributed=distributed,
                 callbacks=callbacks,
                 verbose=verbose,
+                preprocess=preprocess,
             )
 
     def _fit(
@@ -368,15 +377,19 @@ class Network:
         distributed: Any,
         callbacks: Iterable[Any],
         verbose: int,
+        preprocess: str | None,
     ) -> History:
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
         batch_size = inputs.positive_int("batch_size", batch_size)
         comm = feed.check_communicator(distributed)
         self.communicator = comm
+        streamed = (comm is not None and comm.size > 1) or feed.streamed(X, device_data)
+        if not streamed:
+            inputs.prepare(self, X, y, preprocess, sample_weight)
         val = _validation(self, validation_data)
         self._metric_list(metrics)  # refuse bad names before any work
-        if (comm is not None and comm.size > 1) or feed.streamed(X, device_data):
+        if streamed:
             extras = {
                 "validation_split": validation_split,
                 "sample_weight": sample_weight,
@@ -505,15 +518,17 @@ class Network:
         """Outputs after the final activation, on the network's backend.
 
         With a final sigmoid/softmax these are probabilities; with a linear
-        output and a cross-entropy loss they are logits. Safe to call from
-        several threads, also while another thread runs ``fit``.
+        output and a cross-entropy loss they are logits. A network with a
+        ``target_scaling`` (see :mod:`xpnet.train.inputs`) answers in the
+        target's units. Safe to call from several threads, also while another
+        thread runs ``fit``.
         """
         with self.backend.scope():  # CuPy: every array on the network's device
             if feed.streamed(X, True):
                 parts = [out for _, out, _ in feed.stream_outputs(self, X, batch_size)]
                 return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
             x = inputs.features(self, X)
-            return inputs.owned(self._predict(x, batch_size), x, self.backend.xp)
+            return inputs.owned(inputs.outputs(self, self._predict(x, batch_size)), x, self.backend.xp)
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:

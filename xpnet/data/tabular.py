@@ -1,0 +1,289 @@
+"""Tables as numbers: a feature encoder and a target encoder whose fitted state is JSON.
+
+:class:`TabularEncoder` turns a DataFrame of mixed columns into a float
+matrix: numeric columns are imputed with the training median (plus a 0/1
+missing-indicator column where the training data had gaps) and standardized;
+text, categorical and boolean columns are one-hot encoded (a value not seen in
+training, or a missing one, encodes as all zeros). :class:`TargetEncoder`
+decides classification or regression, maps class labels to codes and back, and
+standardizes regression targets. Both save their fitted state as plain JSON
+(:meth:`get_state` / :meth:`from_state`), which a checkpoint stores as text: no
+pickle.
+
+Everything here runs on the host in NumPy and pandas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+TASKS = ("classification", "regression")
+CLASS_LIMIT = 20
+"""A numeric target whose values are all integers is classes when it has at most this many."""
+MAX_CATEGORIES = 100
+"""A text column keeps at most this many (most frequent) categories; rarer ones encode as unseen."""
+
+
+def is_dataframe(X: Any) -> bool:
+    """Whether ``X`` looks like a pandas (or pandas-like) DataFrame."""
+    return hasattr(X, "columns") and hasattr(X, "dtypes") and hasattr(X, "iloc")
+
+
+def is_numeric_kind(dtype: Any) -> bool:
+    """Whether a column of this dtype holds numbers (booleans are categories, not numbers)."""
+    return getattr(dtype, "kind", "O") in "iuf"
+
+
+def _key(value: Any) -> str:
+    """A category as text, so that JSON round trips keep it comparable (``1`` and ``1.0`` agree)."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+class TabularEncoder:
+    """Mixed-type table -> standardized float features, fitted on training data.
+
+    Parameters
+    ----------
+    max_categories : int
+        A text column keeps at most this many categories (the most frequent).
+
+    Attributes
+    ----------
+    columns : list of dict
+        One entry per input column, in input order: ``{"name", "kind": "numeric",
+        "median", "mean", "scale", "indicator"}`` or ``{"name", "kind":
+        "categorical", "categories"}``.
+    feature_names_out : list of str
+        Names of the output columns (``col``, ``col_missing``, ``col=value``).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> frame = pd.DataFrame({"age": [20.0, None, 40.0], "town": ["a", "b", "a"]})
+    >>> enc = TabularEncoder().fit(frame)
+    >>> enc.feature_names_out
+    ['age', 'age_missing', 'town=a', 'town=b']
+    >>> enc.transform(frame).shape
+    (3, 4)
+    """
+
+    def __init__(self, max_categories: int = MAX_CATEGORIES) -> None:
+        self.max_categories = int(max_categories)
+        self.columns: list[dict[str, Any]] = []
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.columns)
+
+    @property
+    def names(self) -> list[str]:
+        """The input column names, in the order the encoder was fitted on."""
+        return [c["name"] for c in self.columns]
+
+    def fit(self, frame: Any) -> TabularEncoder:
+        """Learn medians, scales and categories from the training DataFrame ``frame``."""
+        if not is_dataframe(frame) or frame.shape[1] == 0 or frame.shape[0] == 0:
+            raise ValueError("TabularEncoder.fit needs a DataFrame with at least one row and one column")
+        self.columns = [self._fit_column(str(name), frame[name]) for name in frame.columns]
+        return self
+
+    def _fit_column(self, name: str, column: Any) -> dict[str, Any]:
+        if not is_numeric_kind(column.dtype):
+            counts = column.dropna().map(_key).value_counts(sort=False)
+            ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            return {
+                "name": name,
+                "kind": "categorical",
+                "categories": sorted(key for key, _ in ranked[: self.max_categories]),
+            }
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = values[np.isfinite(values)]
+        median = float(np.median(finite)) if finite.size else 0.0
+        filled = np.where(np.isfinite(values), values, median)
+        scale = float(filled.std())
+        return {
+            "name": name,
+            "kind": "numeric",
+            "median": median,
+            "mean": float(filled.mean()),
+            "scale": scale if scale > 0 else 1.0,
+            "indicator": bool(finite.size < values.size),
+        }
+
+    @property
+    def feature_names_out(self) -> list[str]:
+        names: list[str] = []
+        for c in self.columns:
+            if c["kind"] == "numeric":
+                names += [c["name"], f"{c['name']}_missing"] if c["indicator"] else [c["name"]]
+            else:
+                names += [f"{c['name']}={v}" for v in c["categories"]]
+        return names
+
+    def transform(self, frame: Any) -> np.ndarray:
+        """The encoded features of ``frame`` (matched by column name; extra columns ignored).
+
+        Raises
+        ------
+        ValueError
+            If a column the encoder was fitted on is missing, or a numeric
+            column holds text.
+        """
+        if not self.fitted:
+            raise ValueError("the encoder is not fitted: call fit first")
+        check_columns(frame, self.names)
+        parts = [self._transform_column(c, frame[c["name"]]) for c in self.columns]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0))
+
+    def _transform_column(self, spec: dict[str, Any], column: Any) -> np.ndarray:
+        if spec["kind"] == "categorical":
+            keys = column.map(lambda v: None if _missing(v) else _key(v)).to_numpy()
+            cats = np.asarray(spec["categories"], dtype=object)
+            return (keys[:, None] == cats[None, :]).astype(np.float64)
+        try:
+            values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            raise ValueError(f"column {spec['name']!r} was numeric in training but holds text here") from None
+        gaps = ~np.isfinite(values)
+        standard = (np.where(gaps, spec["median"], values) - spec["mean"]) / spec["scale"]
+        if spec["indicator"]:
+            return np.column_stack([standard, gaps.astype(np.float64)])
+        return standard[:, None]
+
+    def fit_transform(self, frame: Any) -> np.ndarray:
+        """:meth:`fit` then :meth:`transform` on the same DataFrame."""
+        return self.fit(frame).transform(frame)
+
+    def get_state(self) -> dict[str, Any]:
+        """The fitted state as a JSON-able dict (see :meth:`from_state`)."""
+        return {"max_categories": self.max_categories, "columns": self.columns}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TabularEncoder:
+        """An encoder rebuilt from :meth:`get_state`'s output."""
+        try:
+            encoder = cls(int(state["max_categories"]))
+            encoder.columns = [dict(c) for c in state["columns"]]
+            kinds = {c["kind"] for c in encoder.columns}
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a TabularEncoder state: {exc!r}") from exc
+        if not kinds <= {"numeric", "categorical"}:
+            raise ValueError(f"not a TabularEncoder state: unknown column kinds {sorted(kinds)}")
+        return encoder
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value))
+
+
+def check_columns(frame: Any, names: list[str], what: str = "the model") -> None:
+    """ValueError naming every column of ``names`` that ``frame`` lacks."""
+    have = {str(c) for c in frame.columns}
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ValueError(f"the data lacks {what}'s feature column(s) {missing}")
+
+
+def needs_encoding(frame: Any) -> bool:
+    """Whether a DataFrame has non-numeric columns (text, categorical, boolean)."""
+    return any(not is_numeric_kind(t) for t in frame.dtypes)
+
+
+class TargetEncoder:
+    """One target column as training targets: class codes, or standardized values.
+
+    Parameters
+    ----------
+    task : {"auto", "classification", "regression"}
+        ``"auto"``: integer, text and boolean columns, and float columns whose
+        values are all integers with at most :data:`CLASS_LIMIT` distinct
+        values, are classes; other numeric columns are regression targets
+        (integer columns with more distinct values than that too).
+
+    Attributes
+    ----------
+    task : str
+        ``"classification"`` or ``"regression"`` once fitted.
+    classes : list
+        Class labels by code (sorted), JSON values; empty for regression.
+    scaling : dict
+        ``{"mean", "scale"}`` of a regression target; empty for classification.
+    """
+
+    def __init__(self, task: str = "auto") -> None:
+        if task not in ("auto", *TASKS):
+            raise ValueError(f"task must be 'auto', 'classification' or 'regression', got {task!r}")
+        self.task = task
+        self.classes: list[Any] = []
+        self.scaling: dict[str, float] = {}
+
+    def fit(self, column: Any) -> TargetEncoder:
+        """Choose the task (if ``"auto"``) and learn classes or scaling from a Series."""
+        if column.isna().any():
+            rows = [int(i) + 1 for i in np.flatnonzero(column.isna().to_numpy())[:5]]
+            raise ValueError(f"the target {column.name!r} has missing values (data rows {rows})")
+        if self.task == "auto":
+            self.task = infer_task(column)
+        if self.task == "classification":
+            self.classes = sorted({_json_value(v) for v in column}, key=_sort_key)
+        else:
+            values = _numbers(column)
+            scale = float(values.std())
+            self.scaling = {"mean": float(values.mean()), "scale": scale if scale > 0 else 1.0}
+        return self
+
+    def transform(self, column: Any) -> np.ndarray:
+        """Class codes (int64) or standardized values (float64) of a Series."""
+        if self.task == "regression":
+            return (_numbers(column) - self.scaling["mean"]) / self.scaling["scale"]
+        codes = {_key(c): i for i, c in enumerate(self.classes)}
+        keys = [_key(v) for v in column]
+        unknown = sorted(set(keys) - set(codes))
+        if unknown:
+            raise ValueError(f"target values {unknown[:5]} are not classes the model knows {self.classes}")
+        return np.array([codes[k] for k in keys], dtype=np.int64)
+
+    def get_state(self) -> dict[str, Any]:
+        """The fitted state as a JSON-able dict."""
+        return {"task": self.task, "classes": self.classes, "scaling": self.scaling}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> TargetEncoder:
+        encoder = cls(state["task"])
+        encoder.classes = list(state.get("classes", []))
+        encoder.scaling = dict(state.get("scaling", {}))
+        return encoder
+
+
+def infer_task(column: Any) -> str:
+    """``"classification"`` or ``"regression"`` for a target column (see :class:`TargetEncoder`)."""
+    if not is_numeric_kind(column.dtype):
+        return "classification"
+    values = column.to_numpy(dtype=np.float64)
+    if not np.all(values == np.round(values)):
+        return "regression"
+    return "classification" if len(np.unique(values)) <= CLASS_LIMIT else "regression"
+
+
+def _numbers(column: Any) -> np.ndarray:
+    try:
+        return column.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"the target {column.name!r} holds text, so it cannot be a regression target"
+        ) from None
+
+
+def _json_value(value: Any) -> Any:
+    value = value.item() if isinstance(value, np.generic) else value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, (bool, int, float)) else str(value)
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
