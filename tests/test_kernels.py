@@ -97,3 +97,20 @@ def test_optimizer_kernels_on_every_backend(backend, f64):
     if backend.mutable:
         assert kernels.subtract_scaled(a, 0.5, b, inplace=True) is a
         np.testing.assert_array_equal(xn.to_numpy(a), np.full(3, 1.5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_rows_matches_generic(xp, dtype):
+    a = xp.asarray(np.random.default_rng(1).normal(size=(9, 4)).astype(dtype))
+    fast, generic = kernels.sum_rows(a, xp), xp.sum(a, axis=0)
+    assert np.array_equal(np.asarray(xn.to_numpy(fast)), np.asarray(xn.to_numpy(generic)))
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_matches_generic(xp, bad):
+    arrays = [np.ones((3, 2)), np.zeros(4)]
+    if bad is not None:
+        arrays[1][2] = bad
+    expected = bool(all(np.isfinite(a).all() for a in arrays))
+    assert kernels.all_finite([xp.asarray(a) for a in arrays], xp) is expected
+    assert kernels.all_finite([], xp) is True

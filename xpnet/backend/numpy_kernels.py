@@ -119,3 +119,23 @@ def divide(numerator: Array, denominator: Array, *, inplace: bool) -> Array:
     if inplace and writeable_numpy(denominator) and type(numerator) is np.ndarray:
         return np.divide(numerator, denominator, out=denominator)
     return numerator / denominator
+
+
+def sum_rows(a: Array, xp: Any) -> Array:
+    """``xp.sum(a, axis=0)``; on NumPy the array's own method (no wrapper layers per call)."""
+    if type(a) is np.ndarray:
+        return a.sum(axis=0)
+    return xp.sum(a, axis=0)
+
+
+def all_finite(arrays: list[Array], xp: Any) -> bool:
+    """Whether every element of every array is finite, with one device read.
+
+    On NumPy (host arrays, nothing to read back) each array is checked by its
+    own methods, stopping at the first non-finite one.
+    """
+    if not arrays:
+        return True
+    if all(type(a) is np.ndarray for a in arrays):
+        return all(bool(np.isfinite(a).all()) for a in arrays)
+    return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
