@@ -114,3 +114,34 @@ def test_all_finite_matches_generic(xp, bad):
     expected = bool(all(np.isfinite(a).all() for a in arrays))
     assert kernels.all_finite([xp.asarray(a) for a in arrays], xp) is expected
     assert kernels.all_finite([], xp) is True
+
+
+@pytest.mark.parametrize("shape", [(5,), (300, 70)])
+def test_subtract_scaled_overwriting_delta_matches_generic(shape):
+    rng = np.random.default_rng(2)
+    param = rng.normal(size=shape).astype(np.float32)
+    delta = rng.normal(size=shape).astype(np.float32)
+    expected = param - 0.1 * delta
+    fast = kernels.subtract_scaled(param, 0.1, delta, inplace=True, overwrite_delta=True)
+    assert fast is param
+    assert np.array_equal(fast, expected)  # the same two float32 roundings
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_spoiling_gradients_in_place_trains_as_pure_updates(momentum, nesterov):
+    x = np.random.default_rng(3).normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    weights = []
+    for compile in (None, False):  # in place (gradients spoiled) vs pure updates
+        net = xn.Network(
+            [xn.Dense(5, "relu"), xn.Dense(2, "softmax")],
+            loss="cross_entropy",
+            optimizer=xn.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.01),
+            backend="numpy",
+            seed=0,
+            compile=compile,
+        )
+        net.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        weights.append([np.array(p) for layer in net.layers for p in layer.params.values()])
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)

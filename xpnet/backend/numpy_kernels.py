@@ -93,14 +93,23 @@ def add_into(z: Array, b: Array) -> Array:
 _BLOCK_ELEMENTS = 16384  # 64 KiB of float32: the temporary of one block stays in cache
 
 
-def subtract_scaled(param: Array, scale: Any, delta: Array, *, inplace: bool) -> Array:
+def subtract_scaled(
+    param: Array, scale: Any, delta: Array, *, inplace: bool, overwrite_delta: bool = False
+) -> Array:
     """``param - scale * delta``; written into ``param`` when ``inplace``.
 
-    On NumPy the in-place form runs in row blocks, so the temporary is small.
-    ``inplace`` is for arrays that support ``-=`` (NumPy, torch, CuPy).
+    On NumPy the in-place form runs in row blocks, so the temporary is small;
+    with ``overwrite_delta`` (``delta`` is the caller's to spoil) and a Python
+    float ``scale`` it makes no temporary at all: ``delta *= scale; param -= delta``,
+    the same two roundings. ``inplace`` is for arrays that support ``-=``
+    (NumPy, torch, CuPy).
     """
     if not inplace:
         return param - scale * delta
+    if overwrite_delta and type(scale) is float and writeable_numpy(param) and writeable_numpy(delta):
+        if param.ndim and delta.shape == param.shape and delta.dtype == param.dtype:
+            np.multiply(delta, scale, out=delta)
+            return np.subtract(param, delta, out=param)
     if not (writeable_numpy(param) and type(delta) is np.ndarray) or param.ndim == 0:
         param -= scale * delta
         return param
