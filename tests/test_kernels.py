@@ -145,3 +145,20 @@ def test_sgd_spoiling_gradients_in_place_trains_as_pure_updates(momentum, nester
         weights.append([np.array(p) for layer in net.layers for p in layer.params.values()])
     for a, b in zip(*weights):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("binary, target", [(True, "column"), (False, "labels"), (False, "one_hot")])
+def test_count_correct_matches_generic(xp, binary, target):
+    from xpnet.nn.metrics import correct_count
+
+    rng = np.random.default_rng(4)
+    prob = rng.uniform(size=(50, 1 if binary else 4)).astype(np.float32)
+    labels = rng.integers(0, 2 if binary else 4, size=50)
+    y = {"column": labels.reshape(-1, 1).astype(np.float32), "labels": labels, "one_hot": np.eye(4)[labels]}
+    p, t = xp.asarray(prob), xp.asarray(y[target])
+    generic = correct_count(
+        p, t, xp, binary=binary, sample_weight=xp.ones(50, dtype=p.dtype, device=p.device)
+    )
+    fast = correct_count(p, t, xp, binary=binary)
+    assert xn.to_numpy(fast).dtype == np.float32
+    assert float(xn.to_numpy(fast)) == float(xn.to_numpy(generic)) > 0

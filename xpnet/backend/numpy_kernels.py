@@ -148,3 +148,21 @@ def all_finite(arrays: list[Array], xp: Any) -> bool:
     if all(type(a) is np.ndarray for a in arrays):
         return all(bool(np.isfinite(a).all()) for a in arrays)
     return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
+
+
+def count_correct(y_prob: Array, y_true: Array, *, binary: bool) -> Array | None:
+    """:func:`xpnet.nn.metrics.correct_count` without sample weights, on NumPy arrays;
+    None for anything else (the caller runs the generic code).
+
+    Counts with ``count_nonzero`` instead of casting every hit to a float and
+    summing; the count comes back as a 0-d array of ``y_prob``'s dtype, as the
+    generic code's (exact: batches hold far fewer than 2**24 rows).
+    """
+    if type(y_prob) is not np.ndarray or type(y_true) is not np.ndarray:
+        return None
+    if binary:
+        hit = np.greater(y_prob, 0.5) == np.greater(y_true.reshape(y_prob.shape), 0.5)
+    else:
+        labels = y_true if y_true.ndim == 1 else y_true.argmax(axis=1)
+        hit = y_prob.argmax(axis=1) == labels
+    return np.asarray(np.count_nonzero(hit), dtype=y_prob.dtype)
