@@ -97,3 +97,68 @@ def test_optimizer_kernels_on_every_backend(backend, f64):
     if backend.mutable:
         assert kernels.subtract_scaled(a, 0.5, b, inplace=True) is a
         np.testing.assert_array_equal(xn.to_numpy(a), np.full(3, 1.5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_rows_matches_generic(xp, dtype):
+    a = xp.asarray(np.random.default_rng(1).normal(size=(9, 4)).astype(dtype))
+    fast, generic = kernels.sum_rows(a, xp), xp.sum(a, axis=0)
+    assert np.array_equal(np.asarray(xn.to_numpy(fast)), np.asarray(xn.to_numpy(generic)))
+
+
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+def test_all_finite_matches_generic(xp, bad):
+    arrays = [np.ones((3, 2)), np.zeros(4)]
+    if bad is not None:
+        arrays[1][2] = bad
+    expected = bool(all(np.isfinite(a).all() for a in arrays))
+    assert kernels.all_finite([xp.asarray(a) for a in arrays], xp) is expected
+    assert kernels.all_finite([], xp) is True
+
+
+@pytest.mark.parametrize("shape", [(5,), (300, 70)])
+def test_subtract_scaled_overwriting_delta_matches_generic(shape):
+    rng = np.random.default_rng(2)
+    param = rng.normal(size=shape).astype(np.float32)
+    delta = rng.normal(size=shape).astype(np.float32)
+    expected = param - 0.1 * delta
+    fast = kernels.subtract_scaled(param, 0.1, delta, inplace=True, overwrite_delta=True)
+    assert fast is param
+    assert np.array_equal(fast, expected)  # the same two float32 roundings
+
+
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_spoiling_gradients_in_place_trains_as_pure_updates(momentum, nesterov):
+    x = np.random.default_rng(3).normal(size=(64, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    weights = []
+    for compile in (None, False):  # in place (gradients spoiled) vs pure updates
+        net = xn.Network(
+            [xn.Dense(5, "relu"), xn.Dense(2, "softmax")],
+            loss="cross_entropy",
+            optimizer=xn.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=0.01),
+            backend="numpy",
+            seed=0,
+            compile=compile,
+        )
+        net.fit(x, y, epochs=2, batch_size=16, verbose=0)
+        weights.append([np.array(p) for layer in net.layers for p in layer.params.values()])
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("binary, target", [(True, "column"), (False, "labels"), (False, "one_hot")])
+def test_count_correct_matches_generic(xp, binary, target):
+    from xpnet.nn.metrics import correct_count
+
+    rng = np.random.default_rng(4)
+    prob = rng.uniform(size=(50, 1 if binary else 4)).astype(np.float32)
+    labels = rng.integers(0, 2 if binary else 4, size=50)
+    y = {"column": labels.reshape(-1, 1).astype(np.float32), "labels": labels, "one_hot": np.eye(4)[labels]}
+    p, t = xp.asarray(prob), xp.asarray(y[target])
+    generic = correct_count(
+        p, t, xp, binary=binary, sample_weight=xp.ones(50, dtype=p.dtype, device=p.device)
+    )
+    fast = correct_count(p, t, xp, binary=binary)
+    assert xn.to_numpy(fast).dtype == np.float32
+    assert float(xn.to_numpy(fast)) == float(xn.to_numpy(generic)) > 0

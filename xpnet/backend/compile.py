@@ -24,6 +24,7 @@ A runner never keeps arrays between calls: :meth:`run` takes the carry
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,27 @@ class EagerRunner:
         """Train one epoch; returns the new carry, the summed batch losses x rows, and the correct count."""
         with self.backend.scope():
             return self._run(carry, epoch, report)
+
+    def run_epochs(
+        self, carry: Carry, make: Callable[[int], Epoch], count: int
+    ) -> tuple[Carry, list[Array], list[Array], int]:
+        """Train up to ``count`` epochs back to back; ``make(i)`` gives epoch ``i`` (called in order).
+
+        As :meth:`JaxEpochRunner.run_epochs`: stops after the first epoch whose
+        loss is not finite (one read per epoch, which ``fit`` makes anyway) and
+        returns the carry, each epoch's summed loss x rows and correct count,
+        and how many epochs ran. ``fit`` pays its per-epoch set-up once.
+        """
+        totals: list[Array] = []
+        corrects: list[Array] = []
+        with self.backend.scope():
+            for i in range(count):
+                carry, total, correct = self._run(carry, make(i), None)
+                totals.append(total)
+                corrects.append(correct)
+                if not math.isfinite(float(total)):
+                    break
+        return carry, totals, corrects, len(totals)
 
     def _noise(self, epoch: Epoch, rows: int) -> list[Any] | None:
         if epoch.draw is None:

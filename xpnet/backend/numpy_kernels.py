@@ -93,14 +93,23 @@ def add_into(z: Array, b: Array) -> Array:
 _BLOCK_ELEMENTS = 16384  # 64 KiB of float32: the temporary of one block stays in cache
 
 
-def subtract_scaled(param: Array, scale: Any, delta: Array, *, inplace: bool) -> Array:
+def subtract_scaled(
+    param: Array, scale: Any, delta: Array, *, inplace: bool, overwrite_delta: bool = False
+) -> Array:
     """``param - scale * delta``; written into ``param`` when ``inplace``.
 
-    On NumPy the in-place form runs in row blocks, so the temporary is small.
-    ``inplace`` is for arrays that support ``-=`` (NumPy, torch, CuPy).
+    On NumPy the in-place form runs in row blocks, so the temporary is small;
+    with ``overwrite_delta`` (``delta`` is the caller's to spoil) and a Python
+    float ``scale`` it makes no temporary at all: ``delta *= scale; param -= delta``,
+    the same two roundings. ``inplace`` is for arrays that support ``-=``
+    (NumPy, torch, CuPy).
     """
     if not inplace:
         return param - scale * delta
+    if overwrite_delta and type(scale) is float and writeable_numpy(param) and writeable_numpy(delta):
+        if param.ndim and delta.shape == param.shape and delta.dtype == param.dtype:
+            np.multiply(delta, scale, out=delta)
+            return np.subtract(param, delta, out=param)
     if not (writeable_numpy(param) and type(delta) is np.ndarray) or param.ndim == 0:
         param -= scale * delta
         return param
@@ -119,3 +128,41 @@ def divide(numerator: Array, denominator: Array, *, inplace: bool) -> Array:
     if inplace and writeable_numpy(denominator) and type(numerator) is np.ndarray:
         return np.divide(numerator, denominator, out=denominator)
     return numerator / denominator
+
+
+def sum_rows(a: Array, xp: Any) -> Array:
+    """``xp.sum(a, axis=0)``; on NumPy the array's own method (no wrapper layers per call)."""
+    if type(a) is np.ndarray:
+        return a.sum(axis=0)
+    return xp.sum(a, axis=0)
+
+
+def all_finite(arrays: list[Array], xp: Any) -> bool:
+    """Whether every element of every array is finite, with one device read.
+
+    On NumPy (host arrays, nothing to read back) each array is checked by its
+    own methods, stopping at the first non-finite one.
+    """
+    if not arrays:
+        return True
+    if all(type(a) is np.ndarray for a in arrays):
+        return all(bool(np.isfinite(a).all()) for a in arrays)
+    return bool(xp.all(xp.stack([xp.all(xp.isfinite(a)) for a in arrays])))
+
+
+def count_correct(y_prob: Array, y_true: Array, *, binary: bool) -> Array | None:
+    """:func:`xpnet.nn.metrics.correct_count` without sample weights, on NumPy arrays;
+    None for anything else (the caller runs the generic code).
+
+    Counts with ``count_nonzero`` instead of casting every hit to a float and
+    summing; the count comes back as a 0-d array of ``y_prob``'s dtype, as the
+    generic code's (exact: batches hold far fewer than 2**24 rows).
+    """
+    if type(y_prob) is not np.ndarray or type(y_true) is not np.ndarray:
+        return None
+    if binary:
+        hit = np.greater(y_prob, 0.5) == np.greater(y_true.reshape(y_prob.shape), 0.5)
+    else:
+        labels = y_true if y_true.ndim == 1 else y_true.argmax(axis=1)
+        hit = y_prob.argmax(axis=1) == labels
+    return np.asarray(np.count_nonzero(hit), dtype=y_prob.dtype)

@@ -343,7 +343,7 @@ class Dense(Layer):
             dz = kernels.activation_backward(self.activation, z, y, dy, xp, overwrite=overwrite_dy)
         grads = {"weight": x.mT @ dz}
         if self.use_bias:
-            grads["bias"] = xp.sum(dz, axis=0)
+            grads["bias"] = kernels.sum_rows(dz, xp)
         return grads, (dz @ params["weight"].mT if need_input_grad else None)
 
     def backward(

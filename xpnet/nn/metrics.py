@@ -14,6 +14,7 @@ from typing import Any
 
 from .._names import lookup
 from ..backend import device_of, namespace_of, to_numpy
+from ..backend import numpy_kernels as kernels
 
 Array = Any
 
@@ -28,6 +29,10 @@ def correct_count(
     with the integer label ``y_true`` (or the argmax of a one-hot ``y_true``).
     Rows whose ``sample_weight`` is 0 are not counted (padding).
     """
+    if sample_weight is None:
+        fast = kernels.count_correct(y_prob, y_true, binary=binary)
+        if fast is not None:
+            return fast
     if binary:
         hit = (y_prob > 0.5) == (xp.reshape(y_true, y_prob.shape) > 0.5)
     else:

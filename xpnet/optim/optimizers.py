@@ -248,9 +248,12 @@ class SGD(Optimizer):
         inplace: bool = False,
         step: Any = None,
         learning_rate: Any = None,
+        overwrite_grad: bool = False,
     ) -> tuple[Array, State]:
+        """As :meth:`Optimizer.update`; ``overwrite_grad=True`` lets it spoil ``grad`` (the step's own)."""
         step, lr = self._step_and_rate(step, learning_rate)
         g = self._decayed(param, grad)
+        owned = overwrite_grad and not (self.momentum and not self.nesterov)  # else g is the buffer
         if self.momentum:
             buf = state.get("momentum")
             if buf is None:  # torch starts the buffer at the first gradient
@@ -260,7 +263,7 @@ class SGD(Optimizer):
                 buf = _blend(buf, self.momentum, g, damp, inplace)
             state = {"momentum": buf}
             g = g + self.momentum * buf if self.nesterov else buf
-        return kernels.subtract_scaled(param, lr, g, inplace=inplace), state
+        return kernels.subtract_scaled(param, lr, g, inplace=inplace, overwrite_delta=owned), state
 
 
 class Adam(Optimizer):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .. import checkpoint
+from ..backend import numpy_kernels as kernels
 
 
 class Callback:
@@ -45,9 +46,8 @@ class Callback:
 
 def parameters_finite(net: Any) -> bool:
     """Whether every parameter of ``net`` is finite (one device read for all of them)."""
-    xp = net.backend.xp
-    flags = [xp.all(xp.isfinite(p)) for layer in net.layers for p in layer.params.values()]
-    return not flags or bool(xp.all(xp.stack(flags)))
+    arrays = [p for layer in net.layers for p in layer.params.values()]
+    return kernels.all_finite(arrays, net.backend.xp)
 
 
 class TerminateOnNaN(Callback):

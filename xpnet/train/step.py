@@ -13,6 +13,7 @@ optimizer's rule and an optional gradient transform.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -65,6 +66,9 @@ class Model:
     """Whether the last layer's activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
     first: int = field(init=False)
     """Index of the first layer with parameters: backward stops there."""
+    spoils_grads: bool = field(init=False)
+    """Whether the optimizer may overwrite each gradient (it takes ``overwrite_grad`` and no
+    transform sees the gradients): they are made fresh by each step and read by nothing else."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -75,6 +79,8 @@ class Model:
         object.__setattr__(self, "fused", wanted is not None and self.layers[-1].output_activation == wanted)
         first = next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
         object.__setattr__(self, "first", first)
+        takes = "overwrite_grad" in inspect.signature(type(self.optimizer).update).parameters
+        object.__setattr__(self, "spoils_grads", takes and self.transform is None)
 
     @property
     def binary(self) -> bool:
@@ -222,19 +228,17 @@ def train_step(
     new_params = list(params)
     new_opt = dict(opt_state)
 
+    optimizer = model.optimizer
+    options = {"inplace": inplace, "step": step, "learning_rate": learning_rate}
+    if model.spoils_grads:
+        options["overwrite_grad"] = True
+
     def update(i: int, grads: dict[str, Array]) -> None:
         fresh = {}
         for name, value in params[i].items():
             key = f"{i}.{name}"
-            fresh[name], new_opt[key] = model.optimizer.update(
-                value,
-                grads[name],
-                new_opt.get(key, {}),
-                xp,
-                inplace=inplace,
-                step=step,
-                learning_rate=learning_rate,
-            )
+            state = new_opt.get(key, {})
+            fresh[name], new_opt[key] = optimizer.update(value, grads[name], state, xp, **options)
         new_params[i] = fresh
 
     if model.transform is None:
