@@ -3,6 +3,8 @@ larger than the worker's memory limit, block by block, as a hand-written loop wo
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -34,9 +36,11 @@ def _estimator(backend_name: str) -> XPNetClassifier:
 def test_incremental_on_array_larger_than_worker_memory(backend_name: str) -> None:
     X, y = _data()
     assert X.nbytes > 1.5 * MEMORY_LIMIT
-    # In-process worker: its RSS measure would count the whole test process, so the
-    # pause/spill thresholds are off; the limit still bounds what dask may hold.
+    # In-process worker: its RSS measure would count the whole test process, so dask's
+    # pause/spill thresholds are off; tracemalloc measures instead what the process
+    # allocated at its peak (NumPy reports every array to it), workers' threads included.
     quiet = {f"distributed.worker.memory.{key}": False for key in ("target", "spill", "pause", "terminate")}
+    quiet["distributed.worker.profile.enabled"] = False  # its stack samples read source files
     with (
         dask.config.set(quiet),
         distributed.LocalCluster(
@@ -49,7 +53,14 @@ def test_incremental_on_array_larger_than_worker_memory(backend_name: str) -> No
         distributed.Client(cluster),
     ):
         model = wrappers.Incremental(_estimator(backend_name), shuffle_blocks=False)
-        model.fit(X, y, classes=[0, 1])
+        _estimator(backend_name).partial_fit(np.zeros((8, FEATURES)), np.arange(8) % 2, classes=[0, 1])
+        tracemalloc.start()  # after a warm-up, so the backend's imports are not counted
+        try:
+            model.fit(X, y, classes=[0, 1])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < MEMORY_LIMIT < X.nbytes, f"peak {peak / 1e6:.0f} MB while fitting"
         proba = model.predict_proba(X[:CHUNK_ROWS])
         predicted = model.predict(X[:CHUNK_ROWS])
         assert isinstance(predicted, da.Array)
