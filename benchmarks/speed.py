@@ -5,6 +5,7 @@ Configurations (float32, softmax cross-entropy unless noted):
   wide   1024-4096-4096-10 ReLU, batch 512, 16,384 samples (matrix-multiply bound)
   tiny   XOR 2-3-1 tanh/sigmoid with log-loss, batch 4, 2,000 steps (per-step overhead)
   adam   mnist with Adam (lr 1e-3)
+  gpu    4096-4096-4096-10 ReLU, batch 4096, 65,536 samples (GPU-sized; slow on a CPU)
 
 Peers: a hand-written NumPy loop with preallocated buffers (the practical ceiling
 for NumPy code), PyTorch eager, scikit-learn's MLPClassifier (mnist), and JAX jit
@@ -27,6 +28,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +52,7 @@ CONFIGS = {
     "wide": Config("wide", (1024, 4096, 4096, 10), 16_384, 512, "sgd", 0.01),
     "tiny": Config("tiny", (2, 3, 1), 4, 4, "sgd", 0.5, hidden="tanh", epochs=2000),
     "adam": Config("adam", (784, 256, 128, 10), 60_000, 128, "adam", 1e-3),
+    "gpu": Config("gpu", (4096, 4096, 4096, 10), 65_536, 4096, "sgd", 0.01),
 }
 
 
@@ -81,17 +84,62 @@ def flops_per_sample(cfg: Config) -> float:
     return float(forward + backward)
 
 
-def matmul_peak(xp_name: str = "numpy", size: int = 2048, repeats: int = 7) -> float:
-    """Measured float32 matrix-multiply throughput in GFLOP/s (median)."""
-    a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
-    b, out = a.copy(), np.empty_like(a)
-    np.matmul(a, b, out=out)
+def _array_module(xp_name: str) -> tuple[Any, Callable[[], None]]:
+    """The array module that times matrix multiplies, and its synchronize."""
+    if xp_name == "cupy":
+        import cupy
+
+        return cupy, cupy.cuda.Device().synchronize
+    return np, lambda: None
+
+
+def _median_seconds(run: Callable[[], None], sync: Callable[[], None], repeats: int) -> float:
+    run()
+    sync()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.matmul(a, b, out=out)
+        run()
+        sync()
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times) / 1e9
+    return statistics.median(times)
+
+
+def matmul_peak(xp_name: str = "numpy", size: int = 2048, repeats: int = 7) -> float:
+    """Measured float32 square matrix-multiply throughput in GFLOP/s (median)."""
+    mod, sync = _array_module(xp_name)
+    a = mod.asarray(np.random.default_rng(0).normal(size=(size, size)).astype(np.float32))
+    b, out = a.copy(), mod.empty_like(a)
+    seconds = _median_seconds(lambda: mod.matmul(a, b, out=out), sync, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def matmul_shapes(cfg: Config) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every matrix multiply in one training step: forward, weight and input gradients."""
+    shapes = []
+    for layer, (fan_in, fan_out) in enumerate(zip(cfg.sizes[:-1], cfg.sizes[1:])):
+        shapes.append((cfg.batch, fan_in, fan_out))  # x @ W
+        shapes.append((fan_in, cfg.batch, fan_out))  # x.T @ dy
+        if layer:
+            shapes.append((cfg.batch, fan_out, fan_in))  # dy @ W.T
+    return shapes
+
+
+def step_matmul_seconds(cfg: Config, xp_name: str = "numpy", repeats: int = 7) -> float:
+    """Median time of one step's matrix multiplies alone, at this machine's rate for those shapes."""
+    mod, sync = _array_module(xp_name)
+    rng = np.random.default_rng(0)
+    operands = []
+    for m, k, n in matmul_shapes(cfg):
+        a = mod.asarray(rng.normal(size=(m, k)).astype(np.float32))
+        b = mod.asarray(rng.normal(size=(k, n)).astype(np.float32))
+        operands.append((a, b, mod.empty((m, n), dtype=mod.float32)))
+
+    def run() -> None:
+        for a, b, out in operands:
+            mod.matmul(a, b, out=out)
+
+    return _median_seconds(run, sync, repeats)
 
 
 # -- the runners: each returns a function that trains one timed repeat -----------------
@@ -412,7 +460,13 @@ TARGETS = [  # (config, numerator, denominator, target speed ratio)
     ("tiny", "xpnet[numpy]", "numpy-loop", 0.7),
     ("tiny", "xpnet[jax]", "numpy-loop", 5.0),
     ("mnist", "fastest xpnet", "torch-cpu", 1.5),
+    ("mnist", "xpnet[cupy]", "torch-cuda", 1.0),  # issue 10, on one GPU
+    ("adam", "xpnet[cupy]", "torch-cuda", 1.0),
+    ("tiny", "xpnet[cupy]", "torch-cuda", 3.0),
+    ("gpu", "xpnet[cupy]", "torch-cuda", 0.9),
 ]
+MATMUL_SHARE_TARGETS = [("gpu", "xpnet[cupy]", 0.8)]
+"""(config, framework, least share of the step's time that its matrix multiplies alone would take)."""
 
 
 def runners(
@@ -452,12 +506,13 @@ def runners(
 def measure(cfg: Config, backends: list[str], peers: list[str], repeats: int) -> list[dict]:
     """Interleaved timed repeats of every runner of one configuration; one row per runner."""
     name = cfg.name
+    device_name = "cupy" if "cupy" in backends else "numpy"
     makers = runners(cfg, backends, peers)
     runs = {label: make() for label, make in makers.items()}
     times: dict[str, list[float]] = {label: [] for label in runs}
     peaks = []  # the machine drifts: sample the matmul peak between repeats too
     for _ in range(repeats):
-        peaks.append(matmul_peak(repeats=3))
+        peaks.append(matmul_peak(device_name, repeats=3))
         for label, run in runs.items():
             start = time.perf_counter()
             run()
@@ -473,6 +528,7 @@ def measure(cfg: Config, backends: list[str], peers: list[str], repeats: int) ->
     steps = cfg.epochs if name == "tiny" else -(-cfg.samples // cfg.batch)
     peak = statistics.median(peaks)
     print(json.dumps({"config": name, "matmul_peak_gflops": round(peak, 1)}))
+    matmul_seconds = step_matmul_seconds(cfg, device_name) * steps if name != "tiny" else None
     medians = {label: statistics.median(values) for label, values in times.items()}
     rows = []
     for label, values in times.items():
@@ -495,6 +551,7 @@ def measure(cfg: Config, backends: list[str], peers: list[str], repeats: int) ->
                 "mem_mib": memory.get(label),
                 "peak_gflops": peak,
                 "us_per_step": med / steps * 1e6,
+                "matmul_share": matmul_seconds / med if matmul_seconds else None,
             }
         )
         print(json.dumps({"config": name, "framework": label, "median_rate": rate, "unit": rows[-1]["unit"]}))
@@ -507,16 +564,17 @@ def print_table(table: list[dict], repeats: int) -> None:
     print()
     print(
         "| config | framework | rate | µs/step | peer | xpnet / peer (speed) | % of matmul peak (GFLOP/s) "
-        "| peak MiB |"
+        "| matmul share | peak MiB |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in table:
         mem = f"{row['mem_mib']:.1f}" if row["mem_mib"] is not None else ""
         ratio = f"{row['vs_peer']:.2f}x" if row["vs_peer"] is not None else ""
         peak_share = f"{100 * row['peak_fraction']:.0f}% ({row['peak_gflops']:.0f})"
+        share = f"{100 * row['matmul_share']:.0f}%" if row["matmul_share"] is not None else ""
         print(
             f"| {row['config']} | {row['framework']} | {row['rate']:,.0f} {row['unit']} "
-            f"| {row['us_per_step']:.0f} | {row['peer']} | {ratio} | {peak_share} | {mem} |"
+            f"| {row['us_per_step']:.0f} | {row['peer']} | {ratio} | {peak_share} | {share} | {mem} |"
         )
 
 
@@ -551,6 +609,14 @@ def print_ratios(table: list[dict]) -> None:
             lines.append(
                 f"| {config} | peak MiB xpnet[numpy] / numpy-loop | {ratio:.2f}x "
                 f"({a['mem_mib']:.1f} / {b['mem_mib']:.1f}) | ≤ 1.2x | {met} |"
+            )
+    for config, framework, target in MATMUL_SHARE_TARGETS:
+        row = rows.get((config, framework))
+        if row and row["matmul_share"] is not None:
+            met = "yes" if row["matmul_share"] >= target else "no"
+            lines.append(
+                f"| {config} | {framework}: its matmuls' time at the measured rate for their shapes / "
+                f"its step time | {row['matmul_share']:.2f} | ≥ {target} | {met} |"
             )
     if lines:
         print()
