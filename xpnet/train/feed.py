@@ -37,7 +37,7 @@ from ..data import streams
 from ..distributed import Communicator, flatten, unflatten
 from ..nn.metrics import prediction_count
 from . import step
-from .batches import Preparer, source_of
+from .batches import Preparer
 
 _FUSED_INDICES = 1 << 22
 """At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
@@ -76,6 +76,8 @@ class DeviceFeed:
         self.rows = int(self.x.shape[0])
         self.steps: int | None = -(-self.rows // batch_size)
         self.judged = prediction_count(self.t, binary=net._model().binary)
+        if weight is not None:  # accuracy judges the rows that weigh (the step counts their hits only)
+            self.judged = self.judged // self.rows * int(net.backend.xp.count_nonzero(weight))
         self.run = net._runner()
 
     @property
@@ -133,8 +135,10 @@ class StreamFeed:
         batch_size: int,
         shuffle: bool,
         comm: Communicator | None = None,
+        classes: dict[int, float] | None = None,
     ) -> None:
         self.source = source
+        self.classes = classes
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.comm = comm if comm is not None and comm.size > 1 else None
@@ -167,7 +171,10 @@ class StreamFeed:
         total: Any = 0.0
         correct: Any = 0
         rows = judged = steps = 0
-        with net.backend.scope(), streams.Prefetcher(batches, Preparer(net, self.comm, True)) as ready:
+        with (
+            net.backend.scope(),
+            streams.Prefetcher(batches, Preparer(net, self.comm, self.classes)) as ready,
+        ):
             for b in ready:
                 self.share = b.share
                 params, opt, states, value, hit = self.step(
@@ -334,21 +341,23 @@ def check_communicator(comm: Any) -> Communicator | None:
 
 def plan(
     net: Any,
-    X: Any,
-    y: Any,
+    source: streams.BatchSource,
     *,
     batch_size: int,
     shuffle: bool,
-    device_data: bool,
     comm: Communicator | None,
+    classes: dict[int, float] | None = None,
 ) -> StreamFeed:
-    """The streamed feed ``fit`` trains from (in-memory data on one process: :class:`DeviceFeed`)."""
+    """The streamed feed ``fit`` trains from (in-memory data on one process: :class:`DeviceFeed`).
+
+    ``classes`` is ``class_weight`` as a ``{label: weight}`` table, applied to
+    each batch's labels.
+    """
     if comm is None or comm.size == 1:
-        return StreamFeed(net, source_of(net, X, y, need_y=True), batch_size, shuffle)
-    source = source_of(net, X, y, need_y=True)
+        return StreamFeed(net, source, batch_size, shuffle, classes=classes)
     if not net.built:
         raise ValueError(
             "distributed training needs the network built first: give in_features to its first layer"
         )
     synchronize(net, comm)
-    return StreamFeed(net, source, batch_size, shuffle, comm)
+    return StreamFeed(net, source, batch_size, shuffle, comm, classes)

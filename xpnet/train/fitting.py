@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, Backend
+from ..data import streams
 from . import feed, inference, inputs, weighting
-from .batches import refuse_in_memory_options, streamed
+from .batches import class_table_of, source_of, split_source, streamed
 from .callbacks import TerminateOnNaN
 from .history import History
 from .progress import Progress
@@ -78,23 +79,33 @@ class Trainer:
             Passes over the data, and samples per optimizer step.
         shuffle : bool
             Reshuffle (with the network's host generator) before each epoch.
-        validation_data : (X_val, y_val), optional
+        validation_data : (X_val, y_val), batches or batch source, optional
             Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
+            A memmap ``X_val``, batches ``(X_b, y_b[, w_b])`` or a batch source
+            are streamed as ``X`` is (batch weights weigh the loss).
         validation_split : float
             Fraction of rows to validate on instead: the last ``n - floor(n * (1 - s))``
             rows, taken before any shuffling (not with ``validation_data``).
+            Arrays and memmaps only: batches and file readers have no rows to
+            set aside before training.
         sample_weight : array_like, shape (samples,), optional
-            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``.
+            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``;
+            accuracy judges the rows of non-zero weight. A memmap (read in
+            chunks) with a memmap ``X``; batches carry theirs as ``w_b``.
         class_weight : dict or "balanced", optional
             ``{label: weight}`` multiplied into the sample weights (labels not
             named weigh 1); ``"balanced"`` as scikit-learn's. With categorical
             cross-entropy this is torch's ``CrossEntropyLoss(weight=...)``.
+            Streamed batches are weighted by their labels as they are read;
+            ``"balanced"`` counts the labels first, so it needs arrays or a memmap.
         metrics : list, optional
             Names (``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"``,
             ``"auc"``, ``"mae"``, ``"mse"``) or callables ``f(y_true, y_pred)``,
             logged per epoch under their names (and ``val_`` ones). They are
             measured on the training rows with the epoch's final weights (no
-            dropout, running statistics), on the device, and read once per epoch.
+            dropout, running statistics), unweighted, on the device, and read
+            once per epoch; streamed training data are read a second time for
+            them (a one-shot iterator cannot be).
         device_data : bool
             False streams in-memory arrays from the host batch by batch, as
             memmaps always are (the next batch is prepared in the background
@@ -107,6 +118,8 @@ class Trainer:
             gives the single-process result. The initial weights and the host
             generator come from rank 0; only rank 0 prints and writes
             checkpoints (``ModelCheckpoint``, ``CSVLogger``, :meth:`save`).
+            Metrics and validation are scored the same way, each rank on its
+            rows, and every rank logs the single-process values.
         callbacks : iterable of Callback
             See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
             is added unless one is given.
@@ -166,7 +179,7 @@ class Trainer:
                         _call(callbacks, "on_epoch_begin", self, epoch, {})
                     logs = result.logs(self._classification)
                     self.epoch += 1
-                    _score(self, logs, data, val, metrics, batch_size)
+                    _score(self, logs, data, val, metrics, batch_size, comm)
                     _record(self, history, epoch, logs, progress, callbacks)
                     if self.stop_training:
                         break
@@ -193,8 +206,8 @@ def _data(
     validation: tuple[Any, float],
     weights: dict[str, Any],
     metrics: Any,
-) -> tuple[Any, tuple[Array, Array] | None]:
-    """The feed that trains each epoch, and the validation pair (or None)."""
+) -> tuple[Any, Any]:
+    """The feed that trains each epoch, and the validation data (device arrays, a source or None)."""
     validation_data, validation_split = validation
     streams_it = (comm is not None and comm.size > 1) or streamed(X, device_data)
     if not streams_it:
@@ -202,11 +215,17 @@ def _data(
     val = _validation(net, validation_data)
     inference.metric_list(net, metrics)  # refuse bad names before any work
     if streams_it:
-        refuse_in_memory_options({"validation_split": validation_split, **weights, "metrics": metrics})
-        source = feed.plan(
-            net, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
-        )
-        return source, val
+        source = source_of(net, X, y, need_y=True, sample_weight=weights["sample_weight"])
+        classes = class_table_of(net, source, weights["class_weight"])
+        source, val = split_source(source, validation_split, val)
+        if metrics and isinstance(source, streams.IterableSource) and not source.reiterable:
+            raise ValueError(
+                "metrics are measured on a second pass over the training batches after each epoch, and "
+                "a one-shot iterator gives one pass: pass a list, a re-iterable such as a torch "
+                "DataLoader, or a function returning a fresh iterator"
+            )
+        plan = feed.plan(net, source, batch_size=batch_size, shuffle=shuffle, comm=comm, classes=classes)
+        return plan, val
     x = inputs.features(net, X)
     t = inputs.targets(net, y, int(x.shape[0]))
     x, t, weight, val = _split(net, x, t, val, validation_split, weights)
@@ -235,25 +254,35 @@ def _split(
     return x, t, weight, val
 
 
-def _validation(net: Any, data: Any) -> tuple[Array, Array] | None:
+def _validation(net: Any, data: Any) -> Any:
+    """``validation_data`` as device arrays ``(x, t)``, or as a batch source when it is streamed."""
     if data is None:
         return None
+    if isinstance(data, streams.BatchSource) or streams._looks_like_batches(data):
+        return streams.as_source(data)
     if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("validation_data must be a pair (X_val, y_val)")
+        raise ValueError(
+            "validation_data must be a pair (X_val, y_val), batches (X_b, y_b[, w_b]) or a batch source"
+        )
+    if streamed(data[0], True):  # a memmap: read batch by batch, never copied whole
+        return source_of(net, data[0], data[1], need_y=True)
     xv = inputs.features(net, data[0], "validation X")
     return xv, inputs.targets(net, data[1], int(xv.shape[0]), "validation y")
 
 
-def _score(net: Any, logs: dict[str, float], data: Any, val: Any, metrics: Any, batch_size: int) -> None:
+def _score(
+    net: Any, logs: dict[str, float], data: Any, val: Any, metrics: Any, batch_size: int, comm: Any
+) -> None:
     """Add the epoch's ``metrics`` on the training rows and its validation scores to ``logs``."""
     if not math.isfinite(logs["loss"]):
         return
     size = max(batch_size, EVALUATION_BATCH)
     if metrics:
-        scores = inference.evaluate_arrays(net, data.x, data.t, size, inference.metric_list(net, metrics))
+        train = (data.x, data.t) if isinstance(data, feed.DeviceFeed) else data.source
+        scores = inference.score(net, train, size, inference.metric_list(net, metrics), comm)
         logs.update({k: v for k, v in scores.items() if k not in logs})
     if val is not None:
-        scores = inference.evaluate_arrays(net, val[0], val[1], size, inference.metric_list(net, metrics))
+        scores = inference.score(net, val, size, inference.metric_list(net, metrics), comm)
         logs.update({f"val_{k}": v for k, v in scores.items()})
 
 
