@@ -51,7 +51,7 @@ class Trainer:
         epochs: int = 1,
         batch_size: int = 32,
         shuffle: bool = True,
-        validation_data: tuple[Any, Any] | None = None,
+        validation_data: Any = None,
         validation_split: float = 0.0,
         sample_weight: Any = None,
         class_weight: Any = None,
