@@ -207,11 +207,3 @@ def test_bad_batches_are_named(backend):
         net.fit([(X[:8], y[:8])], y[:8], epochs=1, verbose=0)
     with pytest.raises(ValueError, match="y is None"):
         net.fit(X, None, device_data=False, verbose=0)
-
-
-def test_in_memory_options_are_refused_for_streamed_data(backend, memmap):
-    net = make_net(backend)
-    with pytest.raises(ValueError, match=r"\['sample_weight', 'metrics'\] need in-memory arrays"):
-        net.fit(memmap[0], memmap[1], sample_weight=np.ones(37), metrics=["f1"], verbose=0)
-    with pytest.raises(ValueError, match=r"\['validation_split'\] need in-memory arrays"):
-        net.fit(memmap[0], memmap[1], validation_split=0.2, verbose=0)

@@ -90,6 +90,53 @@ def test_distributed_fit_with_sample_weights_from_batches(comm, backend):
     assert_same_history(got, want)
 
 
+@pytest.mark.parametrize("class_weight", [None, {0: 2.0, 2: 0.0}, "balanced"])
+def test_distributed_fit_with_sample_and_class_weights_equals_one_process(comm, backend, class_weight):
+    X, y = data(40)  # no batch of one row, which could weigh 0 alone (a NaN loss, as torch's)
+    w = np.random.default_rng(4).uniform(0.0, 2.0, len(y))
+    w[:5] = 0.0
+    options = {"sample_weight": w, "class_weight": class_weight, "epochs": 2, "batch_size": 8, "verbose": 0}
+    alone, net = make_net(backend), make_net(backend)
+    want = alone.fit(X, y, **options).history
+    got = net.fit(X, y, distributed=comm, **options).history
+    assert largest_difference(net, alone) < TOLERANCE
+    assert_same_history(got, want)
+
+
+def true_class_probability(y_true, y_pred):
+    return float(np.mean(y_pred[np.arange(len(y_true)), y_true]))
+
+
+@pytest.mark.parametrize("validation", ["data", "split"])
+def test_distributed_metrics_and_validation_equal_one_process(comm, backend, validation):
+    X, y = data()
+    Xv, yv = data(13)
+    options = {"metrics": ["f1", "auc", true_class_probability], "epochs": 2, "batch_size": 6, "verbose": 0}
+    options.update({"validation_data": (Xv, yv)} if validation == "data" else {"validation_split": 0.3})
+    alone, net = make_net(backend), make_net(backend)
+    want = alone.fit(X, y, **options).history
+    got = net.fit(X, y, distributed=comm, **options).history
+    assert {"f1", "auc", "val_loss", "val_auc", "val_true_class_probability"} <= want.keys()
+    assert largest_difference(net, alone) < TOLERANCE
+    assert_same_history(got, want)
+
+
+def test_distributed_fit_from_batches_with_class_weight_metrics_and_streamed_validation(comm, backend):
+    X, y = data()
+    w = np.random.default_rng(5).uniform(0.5, 1.5, len(y))
+    train = [(X[i : i + 7], y[i : i + 7], w[i : i + 7]) for i in range(0, len(y), 7)]
+    wv = np.ones(12)
+    wv[[1, 2, 5]] = 0.0  # with 2 or 3 ranks, some rank's rows of a batch all weigh 0
+    val = [(X[i : i + 4], y[i : i + 4], wv[i : i + 4]) for i in range(0, 12, 4)]
+    options = {"class_weight": {1: 0.5}, "metrics": ["recall", "auc"], "validation_data": val, "verbose": 0}
+    alone, net = make_net(backend), make_net(backend)
+    want = alone.fit(train, epochs=2, **options).history
+    got = net.fit(train, epochs=2, distributed=comm, **options).history
+    assert {"recall", "val_auc"} <= want.keys()
+    assert largest_difference(net, alone) < TOLERANCE
+    assert_same_history(got, want)
+
+
 def test_distributed_fit_from_a_memmap(comm, backend, tmp_path):
     X, y = data()
     path = Path(comm.bcast_object(str(tmp_path))) / "x.npy"

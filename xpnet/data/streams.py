@@ -339,6 +339,11 @@ class IterableSource:
         """Unknown until the batches are read."""
         return None
 
+    @property
+    def reiterable(self) -> bool:
+        """Whether every call of :meth:`batches` starts over (False for a one-shot iterator)."""
+        return not self._one_shot
+
     def num_batches(self, batch_size: int | None = None) -> int | None:
         """``len()`` of the iterable when it has one (a list, a ``DataLoader``), else None."""
         try:

@@ -3,12 +3,14 @@
 ``Network.fit`` asks :func:`plan` for a feed and calls its ``epoch`` once per epoch:
 
 - :class:`DeviceFeed`: in-memory data, whole on the device, one batch gathered
-  at a time by the backend's runner (today's fast path, unchanged numbers).
+  at a time by the backend's runner (:mod:`xpnet.backend.compile`), one epoch
+  per call or, on JAX, several epochs fused into one compiled call.
 - :class:`StreamFeed`: a :class:`~xpnet.data.streams.BatchSource` (a NumPy
   memmap, arrays with ``device_data=False``, an iterable of batches, Parquet or
   CSV readers), read batch by batch on the host; a background
   :class:`~xpnet.data.streams.Prefetcher` reads and copies the next batch to the
-  device, and draws its dropout masks, while the current one trains. Every use
+  device, and draws its dropout masks, while the current one trains
+  (:mod:`xpnet.train.batches`). Every use
   of the network's host generator (the shuffle and the masks) therefore happens
   in that one thread, in the order the in-memory path uses it: an unshuffled
   stream, or a shuffled one whose source shuffles in one block, trains exactly
@@ -30,11 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from ..backend.compile import Epoch
 from ..data import streams
 from ..distributed import Communicator, flatten, unflatten
-from ..nn.losses import CategoricalCrossentropy
-from ..nn.metrics import correct_count, prediction_count
-from . import inputs, step
+from ..nn.metrics import prediction_count
+from . import step
+from .batches import Preparer
+
+_FUSED_INDICES = 1 << 22
+"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
 
 Array = Any
 
@@ -55,168 +61,6 @@ class EpochResult:
         return logs
 
 
-def streamed(X: Any, device_data: bool) -> bool:
-    """Whether ``fit`` streams ``X`` from the host rather than copying it whole to the device."""
-    if not device_data or isinstance(X, np.memmap):
-        return True
-    return isinstance(X, streams.BatchSource) or streams._looks_like_batches(X)
-
-
-def source_of(net: Any, X: Any, y: Any, *, need_y: bool = False) -> streams.BatchSource:
-    """``X`` (with ``y``) as a batch source on the host; the network is built for its width if known."""
-    if X is None:
-        raise ValueError("X is None; expected an array, a memmap or an iterable of batches")
-    if not isinstance(X, (np.ndarray, streams.BatchSource)) and not streams._looks_like_batches(X):
-        X = inputs.numeric(net, X, "X")
-        y = None if y is None else inputs.numeric(net, y, "y")
-    source = streams.as_source(X, y)
-    width = _width(source)
-    if width is not None and not net.built:
-        net.build(width)
-    if isinstance(source, streams.ArraySource):
-        if source.n_rows == 0:
-            raise ValueError("X is empty: it has no samples")
-        if need_y and source.y is None:
-            raise ValueError("y is None; expected one target per sample (or pass X as batches)")
-    return source
-
-
-def _width(source: Any) -> int | None:
-    if isinstance(source, streams.ArraySource):
-        return int(source.X.shape[1])
-    features = getattr(source, "features", None)
-    return None if features is None else len(features)
-
-
-# -- host batch -> device batch ----------------------------------------------------------------------
-
-
-def host_features(net: Any, x: np.ndarray, index: int) -> np.ndarray:
-    """A batch's features in the network's dtype, checked (on the host: no device sync)."""
-    x = np.asarray(x, dtype=net.dtype)
-    if not net.built:
-        net.build(int(x.shape[1]))
-    if x.shape[1] != net.in_features:
-        raise ValueError(
-            f"batch {index}: X_b has {x.shape[1]} features, but the network expects {net.in_features}"
-        )
-    with np.errstate(all="ignore"):
-        finite = bool(np.isfinite(x.sum()))
-    if not finite and not bool(np.isfinite(x).all()):
-        raise ValueError(f"batch {index}: X_b contains NaN or infinity; remove or impute those values")
-    return x
-
-
-def host_targets(net: Any, y: Any, rows: int, index: int) -> np.ndarray:
-    """A batch's targets as ``inputs.targets`` makes them, on the host."""
-    if y is None:
-        raise ValueError(f"batch {index} has no targets; expected (X_b, y_b) or (X_b, y_b, w_b)")
-    y = np.asarray(y)
-    if y.dtype.kind not in "biuf":
-        raise ValueError(f"batch {index}: y_b has dtype {y.dtype}; expected numbers")
-    k = net.out_features
-    if isinstance(net.loss, CategoricalCrossentropy) and y.ndim == 1:
-        if y.dtype.kind == "f" and not bool(np.all(y == np.round(y))):
-            raise ValueError(f"batch {index}: y_b must hold integer class labels 0..{k - 1}")
-        if y.size and (y.min() < 0 or y.max() >= k):
-            bad = y.min() if y.min() < 0 else y.max()
-            raise ValueError(f"batch {index}: y_b has label {bad}, but the network has {k} outputs")
-        return y.astype(np.int32)
-    y = y.astype(net.dtype).reshape(rows, -1)
-    if y.shape[1] != k:
-        raise ValueError(f"batch {index}: y_b must have shape ({rows},) or ({rows}, {k}), got {y.shape}")
-    if not bool(np.isfinite(y).all()):
-        raise ValueError(f"batch {index}: y_b contains NaN or infinity")
-    if net._classification and not bool(np.all((y >= 0) & (y <= 1))):
-        raise ValueError(f"batch {index}: y_b must hold targets in [0, 1] for {net.loss.name}")
-    return y
-
-
-@dataclass
-class Ready:
-    """A batch on the device, with what the step needs beside it.
-
-    ``share`` is this rank's fraction of the global batch's weight (1 alone);
-    ``rows`` the global batch's rows; ``empty`` marks a stand-in row of a rank
-    the batch left without rows; ``judged`` counts the predictions accuracy
-    judges here (those of rows with a non-zero weight).
-    """
-
-    x: Array
-    y: Array
-    w: Array | None
-    noise: list[Any] | None
-    rows: int
-    local_rows: int
-    share: float
-    empty: bool
-    judged: int = 0
-
-
-class Preparer:
-    """Turns host batches into :class:`Ready` device batches (run in the prefetch thread)."""
-
-    def __init__(self, net: Any, comm: Communicator | None, train: bool) -> None:
-        self.net = net
-        self.comm = comm
-        self.draw = net._draw() if train else None
-        self.index = 0
-
-    def __call__(self, batch: streams.Batch) -> Ready:
-        with self.net.backend.scope():  # this thread's arrays on the network's device (CuPy)
-            return self._prepare(batch)
-
-    def _prepare(self, batch: streams.Batch) -> Ready:
-        net, index = self.net, self.index
-        self.index += 1
-        x = host_features(net, batch.x, index)
-        n = int(x.shape[0])
-        y = host_targets(net, batch.y, n, index)
-        w = None if batch.w is None else np.asarray(batch.w, dtype=net.dtype)
-        noise = None if self.draw is None else self.draw(n)
-        share, part, empty = 1.0, slice(0, n), False
-        if self.comm is not None and self.comm.size > 1:
-            share, part, empty = _part(self.comm, n, w)
-        take = slice(0, 1) if empty else part
-        if noise is not None:
-            noise = [None if m is None else m[take] for m in noise]
-        if empty:
-            w = None
-        elif w is not None:
-            w = w[take]
-        to = net.backend.asarray
-        judged = 0 if empty else _judged(net, y[take], w)
-        return Ready(
-            inputs.scaled(net, to(x[take])),
-            to(y[take]),
-            None if w is None else to(w),
-            None if noise is None else [None if m is None else to(m) for m in noise],
-            n,
-            0 if empty else part.stop - part.start,
-            share,
-            empty,
-            judged,
-        )
-
-
-def _judged(net: Any, y: np.ndarray, w: np.ndarray | None) -> int:
-    rows = int(y.shape[0]) if w is None else int(np.count_nonzero(w))
-    binary = not isinstance(net.loss, CategoricalCrossentropy)
-    return rows * (int(y.shape[1]) if binary and y.ndim > 1 else 1)
-
-
-def _part(comm: Communicator, n: int, w: np.ndarray | None) -> tuple[float, slice, bool]:
-    """This rank's share of the batch weight, its rows, and whether it has none (or none weighted)."""
-    part = comm.rows(n)
-    if w is None:
-        mine, whole = float(part.stop - part.start), float(n)
-    else:
-        mine, whole = float(w[part].sum()), float(w.sum())
-    if mine == 0.0:
-        return 0.0, part, True
-    return mine / whole, part, False
-
-
 # -- the epoch loops -----------------------------------------------------------------------------------
 
 
@@ -232,6 +76,8 @@ class DeviceFeed:
         self.rows = int(self.x.shape[0])
         self.steps: int | None = -(-self.rows // batch_size)
         self.judged = prediction_count(self.t, binary=net._model().binary)
+        if weight is not None:  # accuracy judges the rows that weigh (the step counts their hits only)
+            self.judged = self.judged // self.rows * int(net.backend.xp.count_nonzero(weight))
         self.run = net._runner()
 
     @property
@@ -239,16 +85,44 @@ class DeviceFeed:
         """Whether the runner can train several epochs in one call (JAX)."""
         return hasattr(self.run, "run_epochs")
 
+    def _epoch(self, net: Any, first_step: int) -> Epoch:
+        """The next epoch's inputs; draws its shuffle from the network's generator."""
+        order = net.rng.permutation(self.rows) if self.shuffle else None
+        lr = net.optimizer.learning_rate
+        return Epoch(self.x, self.t, order, self.batch_size, net._draw(), first_step, lr, self.weight)
+
     def epoch(self, net: Any, progress: Any) -> EpochResult:
-        total, correct = net._train_epoch(
-            self.run, self.x, self.t, self.batch_size, self.shuffle, progress, self.weight
-        )
+        """Train one epoch; its sums stay on the device."""
+        epoch = self._epoch(net, net.optimizer.iterations + 1)
+        report = None
+        if progress is not None and progress.active:
+
+            def report(done: int, total: Any, seen: int) -> None:
+                progress.step(done, _running(total, seen))
+
+        carry, total, correct = self.run.run(net._arrays(), epoch, report)
+        net.optimizer.iterations += epoch.steps
+        net._publish(*carry)
         return EpochResult(total, correct, self.rows, self.judged)
 
     def epochs(self, net: Any, count: int) -> list[EpochResult]:
-        """Up to ``count`` epochs in one compiled call; the results of those that ran."""
-        ran = net._train_epochs(self.run, self.x, self.t, self.batch_size, self.shuffle, count, self.weight)
-        return [EpochResult(total, correct, self.rows, self.judged) for total, correct in ran]
+        """Up to ``count`` epochs in one compiled call; the results of those that ran.
+
+        The host draws (shuffles, masks) of the whole call are taken first, in
+        the eager order; after a non-finite loss the later epochs do not run
+        (their draws are spent).
+        """
+        steps = -(-self.rows // self.batch_size)
+        count = max(1, min(count, _FUSED_INDICES // (steps * min(self.batch_size, self.rows))))
+        first = net.optimizer.iterations + 1
+
+        def make(i: int) -> Epoch:
+            return self._epoch(net, first + i * steps)
+
+        carry, totals, corrects, ran = self.run.run_epochs(net._arrays(), make, count)
+        net.optimizer.iterations += ran * steps
+        net._publish(*carry)
+        return [EpochResult(t, c, self.rows, self.judged) for t, c in zip(totals[:ran], corrects[:ran])]
 
 
 class StreamFeed:
@@ -261,8 +135,10 @@ class StreamFeed:
         batch_size: int,
         shuffle: bool,
         comm: Communicator | None = None,
+        classes: dict[int, float] | None = None,
     ) -> None:
         self.source = source
+        self.classes = classes
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.comm = comm if comm is not None and comm.size > 1 else None
@@ -295,7 +171,10 @@ class StreamFeed:
         total: Any = 0.0
         correct: Any = 0
         rows = judged = steps = 0
-        with net.backend.scope(), streams.Prefetcher(batches, Preparer(net, self.comm, True)) as ready:
+        with (
+            net.backend.scope(),
+            streams.Prefetcher(batches, Preparer(net, self.comm, self.classes)) as ready,
+        ):
             for b in ready:
                 self.share = b.share
                 params, opt, states, value, hit = self.step(
@@ -460,91 +339,25 @@ def check_communicator(comm: Any) -> Communicator | None:
     )
 
 
-def refuse_in_memory_options(options: dict[str, Any]) -> None:
-    """ValueError naming the options given that need in-memory data on one process."""
-    given = [
-        k
-        for k, v in options.items()
-        if v is not None and not (isinstance(v, (float, int, list, tuple, dict)) and not v)
-    ]
-    if given:
-        raise ValueError(
-            f"{given} need in-memory arrays on one process; with streamed or distributed data give "
-            "sample weights as (X_b, y_b, w_b) batches and validation data as validation_data"
-        )
-
-
 def plan(
     net: Any,
-    X: Any,
-    y: Any,
+    source: streams.BatchSource,
     *,
     batch_size: int,
     shuffle: bool,
-    device_data: bool,
     comm: Communicator | None,
+    classes: dict[int, float] | None = None,
 ) -> StreamFeed:
-    """The streamed feed ``fit`` trains from (in-memory data on one process: :class:`DeviceFeed`)."""
+    """The streamed feed ``fit`` trains from (in-memory data on one process: :class:`DeviceFeed`).
+
+    ``classes`` is ``class_weight`` as a ``{label: weight}`` table, applied to
+    each batch's labels.
+    """
     if comm is None or comm.size == 1:
-        return StreamFeed(net, source_of(net, X, y, need_y=True), batch_size, shuffle)
-    source = source_of(net, X, y, need_y=True)
+        return StreamFeed(net, source, batch_size, shuffle, classes=classes)
     if not net.built:
         raise ValueError(
             "distributed training needs the network built first: give in_features to its first layer"
         )
     synchronize(net, comm)
-    return StreamFeed(net, source, batch_size, shuffle, comm)
-
-
-# -- inference on streamed data ------------------------------------------------------------------------------
-
-
-def stream_outputs(net: Any, X: Any, batch_size: int | None) -> Iterator[tuple[Ready, Array, Any]]:
-    """``(batch, outputs, last cache)`` for each batch of streamed ``X`` (no training, no masks)."""
-    source = source_of(net, X, None) if not isinstance(X, streams.BatchSource) else X
-    size = batch_size or 4096
-    preparer = _InferencePreparer(net)
-    with streams.Prefetcher(source.batches(size), preparer) as ready:
-        for b in ready:
-            out, cache = net._infer(b.x)
-            yield b, out, cache
-
-
-class _InferencePreparer(Preparer):
-    def __init__(self, net: Any) -> None:
-        super().__init__(net, None, False)
-
-    def _prepare(self, batch: streams.Batch) -> Ready:
-        net, index = self.net, self.index
-        self.index += 1
-        x = host_features(net, batch.x, index)
-        n = int(x.shape[0])
-        y = None if batch.y is None else net.backend.asarray(host_targets(net, batch.y, n, index))
-        w = None if batch.w is None else net.backend.asarray(np.asarray(batch.w, dtype=net.dtype))
-        return Ready(inputs.scaled(net, net.backend.asarray(x)), y, w, None, n, n, 1.0, False)
-
-
-def evaluate_stream(net: Any, X: Any, y: Any, batch_size: int | None) -> dict[str, float]:
-    """Loss (weighted by the batches' weights) and accuracy over streamed data."""
-    if y is not None:
-        X = source_of(net, X, y)
-    model = net._model()
-    xp = net.backend.xp
-    total: Any = 0.0
-    correct: Any = 0
-    weight = 0.0
-    judged = 0
-    for b, out, cache in stream_outputs(net, X, batch_size):
-        if b.y is None:
-            raise ValueError("evaluate needs targets: pass y, or batches (X_b, y_b[, w_b])")
-        value, _, prob, _ = step.loss_terms(model, out, cache, b.y, b.w, xp)
-        mass = float(b.rows) if b.w is None else float(xp.sum(b.w))
-        total = total + value * mass
-        weight += mass
-        if net._classification:
-            correct = correct + correct_count(prob, b.y, xp, binary=model.binary, sample_weight=b.w)
-            judged += prediction_count(b.y, binary=model.binary)
-    result = {"loss": float(total) / max(weight, 1e-300)}
-    if net._classification:
-        result["accuracy"] = float(correct) / max(judged, 1)
-    return result
+    return StreamFeed(net, source, batch_size, shuffle, comm, classes)

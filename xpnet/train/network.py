@@ -1,33 +1,34 @@
-"""``Network``: a stack of layers with a loss and an optimizer, trained by ``fit``."""
+"""``Network``: a stack of layers with a loss and an optimizer on one backend, and ``load``.
+
+The network is the composition: its layers, loss, optimizer, backend and host
+generator, the arrays the pure step reads and writes back, and checkpoints.
+Its verbs come from the modules that own them: ``fit`` and ``train_step`` from
+:class:`~xpnet.train.fitting.Trainer`, ``predict``, ``predict_proba`` and
+``evaluate`` from :class:`~xpnet.train.inference.Predictor`.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import checkpoint
-from ..backend import Array, Backend, get_backend, to_numpy
-from ..backend.compile import Epoch
-from ..nn.activations import get_activation
+from ..backend import Backend, get_backend, to_numpy
 from ..nn.layers import Layer
-from ..nn.losses import CategoricalCrossentropy, Loss, get_loss
-from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
+from ..nn.losses import Loss, get_loss
 from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import feed, inputs, serialize, step, weighting
-from .callbacks import TerminateOnNaN
+from . import inputs, serialize, step
+from .fitting import Trainer
 from .history import History
-from .progress import Progress
+from .inference import Predictor
 from .summary import summary_text
 
-_FUSED_INDICES = 1 << 22
-"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
 
-
-class Network:
+class Network(Trainer, Predictor):
     """A feed-forward network: layers, a loss and an optimizer on one backend.
 
     Parameters
@@ -191,7 +192,7 @@ class Network:
             print_fn(text)
         return text
 
-    # -- training ----------------------------------------------------------------------
+    # -- what the pure step reads and writes back ----------------------------------------
 
     def _arrays(self) -> tuple[step.Params, step.OptState, step.LayerState]:
         return (
@@ -221,376 +222,7 @@ class Network:
             self._runners[key] = step.runner(model, self.backend, self.compile)
         return self._runners[key]
 
-    def train_step(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """One optimizer step on a batch already on the device; returns (loss, correct count)."""
-        n = int(x.shape[0])
-        total, correct = self._train_epoch(self._runner(), x, y, n, False, None)
-        return total / n, correct
-
-    def _train_epoch(
-        self,
-        run: Any,
-        x: Array,
-        t: Array,
-        size: int,
-        shuffle: bool,
-        progress: Progress | None,
-        weight: Array | None = None,
-    ) -> Any:
-        order = self.rng.permutation(int(x.shape[0])) if shuffle else None
-        opt = self.optimizer
-        epoch = Epoch(x, t, order, size, self._draw(), opt.iterations + 1, opt.learning_rate, weight)
-        report = None
-        if progress is not None and progress.active:
-
-            def report(done: int, total: Any, seen: int) -> None:
-                progress.step(done, _running_loss(total, seen))
-
-        carry, total, correct = run.run(self._arrays(), epoch, report)
-        self.optimizer.iterations += epoch.steps
-        self._publish(*carry)
-        return total, correct
-
-    def fit(
-        self,
-        X: Any,
-        y: Any = None,
-        *,
-        epochs: int = 1,
-        batch_size: int = 32,
-        shuffle: bool = True,
-        validation_data: tuple[Any, Any] | None = None,
-        validation_split: float = 0.0,
-        sample_weight: Any = None,
-        class_weight: Any = None,
-        metrics: Sequence[Any] | None = None,
-        device_data: bool = True,
-        distributed: Any = None,
-        callbacks: Iterable[Any] = (),
-        verbose: int = 1,
-        preprocess: str | None = None,
-    ) -> History:
-        """Train for ``epochs`` passes over ``(X, y)`` in mini-batches.
-
-        Parameters
-        ----------
-        X : array_like, memmap, batch source or iterable of batches
-            NumPy, list, pandas or any backend's array (never modified); a
-            NumPy memmap or an :mod:`xpnet.data.streams` source, streamed
-            from the host; or batches ``(X_b, y_b)`` / ``(X_b, y_b, w_b)``
-            re-iterated every epoch (a list, a torch ``DataLoader``, a
-            function returning a fresh iterator), with ``y`` left out.
-        y : array_like, optional
-            ``(samples,)`` or ``(samples, outputs)``; integer labels or one-hot
-            for categorical cross-entropy, 0/1 for binary cross-entropy.
-        epochs, batch_size : int
-            Passes over the data, and samples per optimizer step.
-        shuffle : bool
-            Reshuffle (with the network's host generator) before each epoch.
-        validation_data : (X_val, y_val), optional
-            Evaluated after each epoch as ``val_loss`` (and ``val_accuracy``).
-        validation_split : float
-            Fraction of rows to validate on instead: the last ``n - floor(n * (1 - s))``
-            rows, taken before any shuffling (not with ``validation_data``).
-        sample_weight : array_like, shape (samples,), optional
-            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``.
-        class_weight : dict or "balanced", optional
-            ``{label: weight}`` multiplied into the sample weights (labels not
-            named weigh 1); ``"balanced"`` as scikit-learn's. With categorical
-            cross-entropy this is torch's ``CrossEntropyLoss(weight=...)``.
-        metrics : list, optional
-            Names (``"accuracy"``, ``"precision"``, ``"recall"``, ``"f1"``,
-            ``"auc"``, ``"mae"``, ``"mse"``) or callables ``f(y_true, y_pred)``,
-            logged per epoch under their names (and ``val_`` ones). They are
-            measured on the training rows with the epoch's final weights (no
-            dropout, running statistics), on the device, and read once per epoch.
-        device_data : bool
-            False streams in-memory arrays from the host batch by batch, as
-            memmaps always are (the next batch is prepared in the background
-            while the current one trains), instead of copying them whole to
-            the device. The numbers are the same.
-        distributed : Communicator, optional
-            From :func:`xpnet.distributed.init`: every rank passes the same
-            data; each global batch of ``batch_size`` rows is split across
-            ranks and the gradients averaged in one allreduce per step, which
-            gives the single-process result. The initial weights and the host
-            generator come from rank 0; only rank 0 prints and writes
-            checkpoints (``ModelCheckpoint``, ``CSVLogger``, :meth:`save`).
-        callbacks : iterable of Callback
-            See :mod:`xpnet.callbacks`. A :class:`~xpnet.callbacks.TerminateOnNaN`
-            is added unless one is given.
-        verbose : {0, 1, 2}
-            0 silent, 1 a progress bar per epoch, 2 one line per epoch.
-        preprocess : {None, "auto", "always"}
-            ``"auto"``: a DataFrame with text, categorical, boolean columns or
-            gaps is encoded by a fitted :class:`~xpnet.data.tabular.TabularEncoder`
-            (``"always"``: every DataFrame), and a regression target is
-            standardized, ``predict`` answering in its units. Both are saved
-            with the network (see :mod:`xpnet.train.inputs`).
-
-        Returns
-        -------
-        History
-            The epochs of this call. ``net.history`` accumulates every call's
-            epochs (and is saved and restored with checkpoints); both keep the
-            epoch that stopped training on a non-finite loss.
-
-        Raises
-        ------
-        FloatingPointError
-            When the training loss or a parameter becomes NaN or infinite (names the epoch),
-            unless ``TerminateOnNaN(raise_error=False)`` is among the callbacks.
-        """
-        with self.backend.scope():  # CuPy: every array on the network's device
-            return self._fit(
-                X,
-                y,
-                epochs=epochs,
-                batch_size=batch_size,
-                shuffle=shuffle,
-                validation_data=validation_data,
-                validation_split=validation_split,
-                sample_weight=sample_weight,
-                class_weight=class_weight,
-                metrics=metrics,
-                device_data=device_data,
-                distributed=distributed,
-                callbacks=callbacks,
-                verbose=verbose,
-                preprocess=preprocess,
-            )
-
-    def _fit(
-        self,
-        X: Any,
-        y: Any,
-        *,
-        epochs: int,
-        batch_size: int,
-        shuffle: bool,
-        validation_data: Any,
-        validation_split: float,
-        sample_weight: Any,
-        class_weight: Any,
-        metrics: Sequence[Any] | None,
-        device_data: bool,
-        distributed: Any,
-        callbacks: Iterable[Any],
-        verbose: int,
-        preprocess: str | None,
-    ) -> History:
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
-        batch_size = inputs.positive_int("batch_size", batch_size)
-        comm = feed.check_communicator(distributed)
-        self.communicator = comm
-        streamed = (comm is not None and comm.size > 1) or feed.streamed(X, device_data)
-        if not streamed:
-            inputs.prepare(self, X, y, preprocess, sample_weight)
-        val = _validation(self, validation_data)
-        self._metric_list(metrics)  # refuse bad names before any work
-        if streamed:
-            extras = {
-                "validation_split": validation_split,
-                "sample_weight": sample_weight,
-                "class_weight": class_weight,
-                "metrics": metrics,
-            }
-            feed.refuse_in_memory_options(extras)
-            data: Any = feed.plan(
-                self, X, y, batch_size=batch_size, shuffle=shuffle, device_data=device_data, comm=comm
-            )
-        else:
-            x = inputs.features(self, X)
-            t = inputs.targets(self, y, int(x.shape[0]))
-            x, t, weight, val = self._fit_data(x, t, val, validation_split, sample_weight, class_weight)
-            data = feed.DeviceFeed(self, x, t, batch_size, shuffle, weight)
-        callbacks = feed.root_callbacks(list(callbacks), comm)
-        if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
-            callbacks.insert(0, TerminateOnNaN())
-        history = History()  # this call's epochs; self.history keeps every call's
-        self.stop_training = False
-        _call(callbacks, "on_train_begin", self, {})
-        quiet = comm is not None and not comm.is_root
-        progress = Progress(0 if quiet else verbose, data.steps, int(epochs), self.epoch)  # type: ignore[arg-type]
-        # Epochs fuse into one compiled call when nothing needs to run between them.
-        fuse = isinstance(data, feed.DeviceFeed) and data.fusable and verbose == 0 and val is None
-        fuse = fuse and not metrics and all(type(c) is TerminateOnNaN for c in callbacks)
-        done = 0
-        while done < int(epochs) and not self.stop_training:
-            if fuse:
-                results = data.epochs(self, int(epochs) - done)
-            else:
-                _call(callbacks, "on_epoch_begin", self, self.epoch, {})
-                progress.start_epoch(self.epoch)
-                results = [data.epoch(self, progress)]
-            for result in results:
-                done += 1
-                epoch = self.epoch
-                if fuse:
-                    _call(callbacks, "on_epoch_begin", self, epoch, {})
-                logs = result.logs(self._classification)
-                self.epoch += 1
-                if metrics and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(data.x, data.t, max(batch_size, 4096), self._metric_list(metrics))
-                    logs.update({k: v for k, v in scores.items() if k not in logs})
-                if val is not None and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
-                    logs.update({f"val_{k}": v for k, v in scores.items()})
-                history.append(epoch, logs)
-                self.history.append(epoch, logs)
-                progress.end_epoch(logs)
-                recorded = len(logs)
-                _call(callbacks, "on_epoch_end", self, epoch, logs)
-                if len(logs) != recorded:
-                    history.update_last(logs)
-                    self.history.update_last(logs)
-                if self.stop_training:
-                    break
-        progress.close()
-        _call(callbacks, "on_train_end", self, {})
-        return history
-
-    def _fit_data(
-        self, x: Array, t: Array, val: Any, split: Any, sample_weight: Any, class_weight: Any
-    ) -> tuple[Array, Array, Array | None, Any]:
-        """Training rows, targets and device weights after ``validation_split``; the validation pair."""
-        n = int(x.shape[0])
-        weight = weighting.combined(sample_weight, class_weight, t, n, binary=self._model().binary)
-        train = weighting.split_rows(n, split)
-        if split:
-            if val is not None:
-                raise ValueError("give validation_data or validation_split, not both")
-            val = (x[train:, ...], t[train:, ...])
-            x, t = x[:train, ...], t[:train, ...]
-            weight = None if weight is None else weight[:train]
-            if weight is not None and not weight.any():
-                raise ValueError("every training sample has weight 0 after validation_split")
-        if weight is not None:
-            weight = self.backend.asarray(weight, self.dtype)
-        return x, t, weight, val
-
-    def _metric_list(self, metrics: Sequence[Any] | None) -> list[Metric]:
-        if metrics is None:
-            return []
-        if isinstance(metrics, (str, Metric)) or callable(metrics):
-            metrics = [metrics]
-        if isinstance(self.loss, CategoricalCrossentropy):
-            task = "multiclass"
-        else:
-            task = "binary" if self._classification else "regression"
-        return [get_metric(m, task) for m in metrics]
-
-    def _train_epochs(
-        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, count: int, weight: Array | None
-    ) -> Any:
-        """Up to ``count`` epochs in one compiled call; ``[(total, correct), ...]`` of those that ran.
-
-        The host draws (shuffles, masks) of the whole call are taken first, in
-        the eager order; after a non-finite loss the later epochs do not run
-        (their draws are spent).
-        """
-        n, opt, draw = int(x.shape[0]), self.optimizer, self._draw()
-        steps = -(-n // size)
-        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
-        first = opt.iterations + 1
-
-        def make(i: int) -> Epoch:
-            order = self.rng.permutation(n) if shuffle else None
-            return Epoch(x, t, order, size, draw, first + i * steps, opt.learning_rate, weight)
-
-        carry, totals, corrects, ran = run.run_epochs(self._arrays(), make, count)
-        opt.iterations += ran * steps
-        self._publish(*carry)
-        return list(zip(totals[:ran], corrects[:ran]))
-
-    # -- inference -----------------------------------------------------------------------
-
-    def _infer(self, x: Array) -> tuple[Array, Any]:
-        """Output and last cache of the pure forward pass; nothing is kept anywhere."""
-        params, _, states = self._arrays()
-        out, caches, _ = step.forward(
-            self.layers, params, states, x, training=False, xp=self.backend.xp, keep_caches=False
-        )
-        return out, caches[-1]
-
-    def predict(self, X: Any, *, batch_size: int | None = None) -> Array:
-        """Outputs after the final activation, on the network's backend.
-
-        With a final sigmoid/softmax these are probabilities; with a linear
-        output and a cross-entropy loss they are logits. A network with a
-        ``target_scaling`` (see :mod:`xpnet.train.inputs`) answers in the
-        target's units. Safe to call from several threads, also while another
-        thread runs ``fit``.
-        """
-        with self.backend.scope():  # CuPy: every array on the network's device
-            if feed.streamed(X, True):
-                parts = [out for _, out, _ in feed.stream_outputs(self, X, batch_size)]
-                return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
-            x = inputs.features(self, X)
-            return inputs.owned(inputs.outputs(self, self._predict(x, batch_size)), x, self.backend.xp)
-
-    def _predict(self, x: Array, batch_size: int | None) -> Array:
-        if batch_size is None:
-            return self._infer(x)[0]
-        batch_size = inputs.positive_int("batch_size", batch_size)
-        n = int(x.shape[0])
-        parts = [self._infer(x[i : min(i + batch_size, n), ...])[0] for i in range(0, n, batch_size)]
-        return self.backend.xp.concat(parts, axis=0)
-
-    def predict_proba(self, X: Any, *, batch_size: int | None = None) -> Array:
-        """Class probabilities for classification losses (applies sigmoid/softmax to logits)."""
-        if not self._classification:
-            raise ValueError(f"predict_proba needs a classification loss, not {self.loss.name!r}")
-        out = self.predict(X, batch_size=batch_size)
-        if self._model().fused:
-            return out
-        return get_activation(self.loss.output_activation).forward(out, self.backend.xp)
-
-    def evaluate(
-        self, X: Any, y: Any = None, *, batch_size: int | None = None, metrics: Sequence[Any] | None = None
-    ) -> dict[str, float]:
-        """Loss (and accuracy for classification losses) on ``(X, y)``, without training.
-
-        ``metrics`` as in :meth:`fit` adds their values under their names.
-        ``X`` may be streamed as in :meth:`fit` (a memmap, a batch source, or
-        batches ``(X_b, y_b[, w_b])`` with ``y`` left out); the loss is then
-        weighted by the batches' sample weights (metrics need in-memory data).
-        """
-        if feed.streamed(X, True):
-            feed.refuse_in_memory_options({"metrics": metrics})
-            with self.backend.scope():
-                return feed.evaluate_stream(self, X, y, batch_size)
-        chosen = self._metric_list(metrics)
-        with self.backend.scope():
-            x = inputs.features(self, X)
-            return self._evaluate(x, inputs.targets(self, y, int(x.shape[0])), batch_size, chosen)
-
-    def _evaluate(
-        self, x: Array, t: Array, batch_size: int | None, metrics: Sequence[Metric] = ()
-    ) -> dict[str, float]:
-        xp = self.backend.xp
-        model = self._model()
-        n = int(x.shape[0])
-        size = n if batch_size is None else inputs.positive_int("batch_size", batch_size)
-        total = xp.zeros((), dtype=x.dtype, device=self.backend.device)
-        correct = xp.zeros((), dtype=x.dtype, device=self.backend.device)
-        for metric in metrics:
-            metric.reset()
-        for i in range(0, n, size):
-            xb, tb = x[i : min(i + size, n), ...], t[i : min(i + size, n), ...]
-            value, _, prob, _ = step.loss_terms(model, *self._infer(xb), tb, None, xp)
-            total = total + value * xb.shape[0]
-            if self._classification:
-                correct = correct + correct_count(prob, tb, xp, binary=model.binary)
-            for metric in metrics:
-                metric.update(prob, tb)
-        result = {"loss": float(total) / n}
-        if self._classification:
-            result["accuracy"] = float(correct) / prediction_count(t, binary=model.binary)
-        for metric in metrics:
-            result.setdefault(metric.name, metric.result())
-        return result
+    # -- checkpoints -----------------------------------------------------------------------
 
     def save(self, path: Any) -> None:
         """Write the network to a safetensors checkpoint, atomically (see :func:`load`).
@@ -628,27 +260,6 @@ class Network:
             f"Network({self.layers!r}, loss={self.loss.name!r}, optimizer={self.optimizer!r}, "
             f"backend={self.backend.name!r}, dtype={self.dtype!r})"
         )
-
-
-def _running_loss(total: Array, seen: int) -> Any:
-    """The progress bar's reader of the mean loss so far (a device read, so called rarely)."""
-    return lambda: {"loss": float(total) / seen}
-
-
-def _validation(net: Network, data: Any) -> tuple[Array, Array] | None:
-    if data is None:
-        return None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError("validation_data must be a pair (X_val, y_val)")
-    xv = inputs.features(net, data[0], "validation X")
-    return xv, inputs.targets(net, data[1], int(xv.shape[0]), "validation y")
-
-
-def _call(callbacks: list[Any], hook: str, *args: Any) -> None:
-    for callback in callbacks:
-        method = getattr(callback, hook, None)
-        if method is not None:
-            method(*args)
 
 
 def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None) -> Network:

@@ -1,12 +1,16 @@
 """Boundary checks for ``fit``'s ``sample_weight``, ``class_weight`` and ``validation_split``.
 
-Plain functions of host data: the weights they return go to the device once
-per ``fit`` and are gathered there batch by batch with the rows.
+Plain functions of host data. For in-memory data the weights they return go
+to the device once per ``fit`` and are gathered there batch by batch with the
+rows; for streamed data the class weights become a ``{label: weight}`` table
+applied to each batch's labels as it is prepared, and memmaps of weights or
+labels are read in chunks, never copied whole.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -26,33 +30,65 @@ def labels_of(t: Array, *, binary: bool) -> np.ndarray:
     return np.argmax(host, axis=1)
 
 
-def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
-    """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
+def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None) -> dict[int, float]:
+    """``{label: weight}`` from ``class_weight``: a dict, checked, or ``"balanced"`` from ``counts``.
 
-    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``counts`` are the labels present and how many rows each has (needed by
+    ``"balanced"`` only): scikit-learn's ``n_samples / (n_classes * count(label))``.
     """
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(
                 f"class_weight must be a dict {{label: weight}} or 'balanced', got {class_weight!r}"
             )
-        present, counts = np.unique(labels, return_counts=True)
-        table = dict(zip(present.tolist(), (labels.size / (present.size * counts)).tolist()))
-    elif isinstance(class_weight, dict):
-        table = {}
-        for label, weight in class_weight.items():
-            if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
-                raise ValueError(f"class_weight keys must be integer class labels, got {label!r}")
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, (int, float, np.number))
-                or not (math.isfinite(weight) and weight >= 0)
-            ):
-                raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
-            table[int(label)] = float(weight)
-    else:
+        if counts is None:
+            raise ValueError(
+                "class_weight='balanced' needs every label's count before training, which only arrays or "
+                "a memmap of labels give; with batches or a file reader pass a dict {label: weight} "
+                "(e.g. from sklearn.utils.class_weight.compute_class_weight)"
+            )
+        present, count = counts
+        return dict(zip(present.tolist(), (int(count.sum()) / (present.size * count)).tolist()))
+    if not isinstance(class_weight, dict):
         raise ValueError(f"class_weight must be a dict {{label: weight}} or 'balanced', got {class_weight!r}")
+    table = {}
+    for label, weight in class_weight.items():
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+            raise ValueError(f"class_weight keys must be integer class labels, got {label!r}")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, (int, float, np.number))
+            or not (math.isfinite(weight) and weight >= 0)
+        ):
+            raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
+        table[int(label)] = float(weight)
+    return table
+
+
+def label_counts(chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The labels present in ``chunks`` of labels (sorted) and how many rows each has."""
+    total: dict[int, int] = {}
+    for labels in chunks:
+        present, count = np.unique(labels, return_counts=True)
+        for label, c in zip(present.tolist(), count.tolist()):
+            total[label] = total.get(label, 0) + c
+    keys = sorted(total)
+    return np.array(keys, dtype=np.int64), np.array([total[k] for k in keys], dtype=np.int64)
+
+
+def row_weights(table: dict[int, float], labels: np.ndarray) -> np.ndarray:
+    """Each row's weight from ``{label: weight}`` (absent labels weigh 1)."""
     return np.array([table.get(int(label), 1.0) for label in labels.tolist()], dtype=np.float64)
+
+
+def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
+    """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
+
+    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    """
+    balanced = isinstance(class_weight, str) and class_weight == "balanced"
+    counts = np.unique(labels, return_counts=True) if balanced else None
+    return row_weights(class_table(class_weight, counts), labels)
 
 
 def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
@@ -70,6 +106,39 @@ def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
     return host
 
 
+CHUNK_ROWS = 1 << 20
+"""Rows of a memmap checked at a time (weights and labels are read, never copied whole)."""
+
+
+def stream_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """``sample_weight`` for ``n`` streamed rows: a ``(n,)`` host array or memmap view, never copied whole.
+
+    Checked as :func:`sample_weights` checks in-memory weights, ``CHUNK_ROWS`` rows at a time.
+    """
+    if isinstance(sample_weight, np.ndarray):
+        host = sample_weight
+    else:
+        host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
+    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
+        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
+    if host.ndim == 2 and host.shape[1] == 1:
+        host = host[:, 0]
+    if host.shape != (n,):
+        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
+    for i in range(0, n, CHUNK_ROWS):
+        part = np.asarray(host[i : i + CHUNK_ROWS], dtype=np.float64)
+        if not np.all(np.isfinite(part)) or np.any(part < 0):
+            raise ValueError("sample_weight must hold finite weights >= 0")
+    if not any_positive(host):
+        raise ValueError("every sample has weight 0: nothing would be learned")
+    return host
+
+
+def any_positive(weight: np.ndarray) -> bool:
+    """Whether some row of host ``weight`` (a memmap, say) is above 0, read ``CHUNK_ROWS`` at a time."""
+    return any(bool(np.any(weight[i : i + CHUNK_ROWS] > 0)) for i in range(0, len(weight), CHUNK_ROWS))
+
+
 def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
     """The product of the sample and class weights (None when neither is given)."""
     if sample_weight is None and class_weight is None:
@@ -82,12 +151,20 @@ def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary:
     return weight
 
 
-def split_rows(n: int, validation_split: Any) -> int:
-    """Rows that train under ``validation_split``: ``floor(n * (1 - s))``, the rest validate."""
+def split_fraction(validation_split: Any) -> float:
+    """``validation_split`` checked: a number in ``[0, 1)``."""
     s = validation_split
     if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
         raise ValueError(f"validation_split must be a number in [0, 1), got {s!r}")
+    return float(s)
+
+
+def split_rows(n: int, validation_split: Any) -> int:
+    """Rows that train under ``validation_split``: ``floor(n * (1 - s))``, the rest validate."""
+    s = split_fraction(validation_split)
     train = math.floor(n * (1.0 - s))
     if s and (train < 1 or train == n):
-        raise ValueError(f"validation_split={s} leaves {train} of {n} rows to train: need some of both")
+        raise ValueError(
+            f"validation_split={validation_split} leaves {train} of {n} rows to train: need some of both"
+        )
     return train
