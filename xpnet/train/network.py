@@ -23,9 +23,6 @@ from .history import History
 from .progress import Progress
 from .summary import summary_text
 
-_FUSED_INDICES = 1 << 22
-"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
-
 
 class Network:
     """A feed-forward network: layers, a loss and an optimizer on one backend.
@@ -416,37 +413,28 @@ class Network:
         # Epochs fuse into one compiled call when nothing needs to run between them.
         fuse = isinstance(data, feed.DeviceFeed) and data.fusable and verbose == 0 and val is None
         fuse = fuse and not metrics and all(type(c) is TerminateOnNaN for c in callbacks)
-        done = 0
+        done = data.fit_fused(self, int(epochs), callbacks, (history, self.history)) if fuse else 0
         while done < int(epochs) and not self.stop_training:
-            if fuse:
-                results = data.epochs(self, int(epochs) - done)
-            else:
-                _call(callbacks, "on_epoch_begin", self, self.epoch, {})
-                progress.start_epoch(self.epoch)
-                results = [data.epoch(self, progress)]
-            for result in results:
-                done += 1
-                epoch = self.epoch
-                if fuse:
-                    _call(callbacks, "on_epoch_begin", self, epoch, {})
-                logs = result.logs(self._classification)
-                self.epoch += 1
-                if metrics and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(data.x, data.t, max(batch_size, 4096), self._metric_list(metrics))
-                    logs.update({k: v for k, v in scores.items() if k not in logs})
-                if val is not None and math.isfinite(logs["loss"]):
-                    scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
-                    logs.update({f"val_{k}": v for k, v in scores.items()})
-                history.append(epoch, logs)
-                self.history.append(epoch, logs)
-                progress.end_epoch(logs)
-                recorded = len(logs)
-                _call(callbacks, "on_epoch_end", self, epoch, logs)
-                if len(logs) != recorded:
-                    history.update_last(logs)
-                    self.history.update_last(logs)
-                if self.stop_training:
-                    break
+            epoch = self.epoch
+            _call(callbacks, "on_epoch_begin", self, epoch, {})
+            progress.start_epoch(epoch)
+            logs = data.epoch(self, progress).logs(self._classification)
+            done += 1
+            self.epoch += 1
+            if metrics and math.isfinite(logs["loss"]):
+                scores = self._evaluate(data.x, data.t, max(batch_size, 4096), self._metric_list(metrics))
+                logs.update({k: v for k, v in scores.items() if k not in logs})
+            if val is not None and math.isfinite(logs["loss"]):
+                scores = self._evaluate(val[0], val[1], max(batch_size, 4096), self._metric_list(metrics))
+                logs.update({f"val_{k}": v for k, v in scores.items()})
+            history.append(epoch, logs)
+            self.history.append(epoch, logs)
+            progress.end_epoch(logs)
+            recorded = len(logs)
+            _call(callbacks, "on_epoch_end", self, epoch, logs)
+            if len(logs) != recorded:
+                history.update_last(logs)
+                self.history.update_last(logs)
         progress.close()
         _call(callbacks, "on_train_end", self, {})
         return history
@@ -481,38 +469,16 @@ class Network:
             task = "binary" if self._classification else "regression"
         return [get_metric(m, task) for m in metrics]
 
-    def _train_epochs(
-        self, run: Any, x: Array, t: Array, size: int, shuffle: bool, count: int, weight: Array | None
-    ) -> Any:
-        """Up to ``count`` epochs in one compiled call; ``[(total, correct), ...]`` of those that ran.
-
-        The host draws (shuffles, masks) of the whole call are taken first, in
-        the eager order; after a non-finite loss the later epochs do not run
-        (their draws are spent).
-        """
-        n, opt, draw = int(x.shape[0]), self.optimizer, self._draw()
-        steps = -(-n // size)
-        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
-        first = opt.iterations + 1
-
-        def make(i: int) -> Epoch:
-            order = self.rng.permutation(n) if shuffle else None
-            return Epoch(x, t, order, size, draw, first + i * steps, opt.learning_rate, weight)
-
-        carry, totals, corrects, ran = run.run_epochs(self._arrays(), make, count)
-        opt.iterations += ran * steps
-        self._publish(*carry)
-        return list(zip(totals[:ran], corrects[:ran]))
-
     # -- inference -----------------------------------------------------------------------
 
-    def _infer(self, x: Array) -> tuple[Array, Any]:
-        """Output and last cache of the pure forward pass; nothing is kept anywhere."""
+    def _infer(self, x: Array, keep_cache: bool = True) -> tuple[Array, Any]:
+        """Output and last cache (None without ``keep_cache``) of the pure forward pass, compiled
+        on JAX (see :func:`xpnet.train.step.inference`); nothing is kept anywhere."""
         params, _, states = self._arrays()
-        out, caches, _ = step.forward(
-            self.layers, params, states, x, training=False, xp=self.backend.xp, keep_caches=False
-        )
-        return out, caches[-1]
+        key = ("inference", self.backend, self.compile, self.dtype, tuple(map(repr, self.layers)))
+        if key not in self._runners:
+            self._runners[key] = step.inference(self.layers, self.backend, self.compile)
+        return self._runners[key](params, states, x, keep_cache=keep_cache)
 
     def predict(self, X: Any, *, batch_size: int | None = None) -> Array:
         """Outputs after the final activation, on the network's backend.
@@ -532,10 +498,10 @@ class Network:
 
     def _predict(self, x: Array, batch_size: int | None) -> Array:
         if batch_size is None:
-            return self._infer(x)[0]
+            return self._infer(x, keep_cache=False)[0]
         batch_size = inputs.positive_int("batch_size", batch_size)
         n = int(x.shape[0])
-        parts = [self._infer(x[i : min(i + batch_size, n), ...])[0] for i in range(0, n, batch_size)]
+        parts = [self._infer(x[i : min(i + batch_size, n), ...], False)[0] for i in range(0, n, batch_size)]
         return self.backend.xp.concat(parts, axis=0)
 
     def predict_proba(self, X: Any, *, batch_size: int | None = None) -> Array:
