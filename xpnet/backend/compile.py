@@ -1,4 +1,4 @@
-"""How each backend runs an epoch of the pure training step.
+"""How each backend runs the pure functions: epochs of the training step, and the forward pass.
 
 The step itself (:func:`xpnet.train.step.train_step`) is one pure function of
 explicit arrays; this module only decides how it is executed:
@@ -16,7 +16,11 @@ explicit arrays; this module only decides how it is executed:
   is ``sum(w_i l_i) / sum(w_i)``). Dropout masks are drawn on the host for
   the whole epoch in the eager order (after the shuffle), so the numbers are
   the same as eager. The optimizer state is donated to the call; parameters
-  are not, since other threads may be predicting with them.
+  are not, since other threads may be predicting with them. Many epochs run
+  as one call (:class:`EpochPlan`) with one transfer of host draws in and
+  one read of per-epoch results out.
+- :class:`JaxInference`: the forward pass of ``predict`` and ``evaluate``
+  under ``jax.jit`` (other backends run it as it is, see :func:`make_inference`).
 
 A runner never keeps arrays between calls: :meth:`run` takes the carry
 ``(params, opt_state, layer_state)`` and returns the new one.
