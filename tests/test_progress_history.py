@@ -85,3 +85,17 @@ def test_history_epochs_continue_across_fit_calls(backend):
     net.fit(X, Y, epochs=2, verbose=0)
     history = net.fit(X, Y, epochs=2, verbose=0)
     assert history.epoch == [2, 3] and net.epoch == 4
+
+
+def test_history_extend_records_as_one_append_per_epoch():
+    one, many = xn.History(), xn.History()
+    for h in (one, many):
+        h.append(0, {"loss": 1.0})
+    one.append(1, {"loss": 0.5, "accuracy": 0.25})
+    one.append(2, {"loss": 0.25, "accuracy": 0.5})
+    many.extend([1, 2], {"loss": [0.5, 0.25], "accuracy": [0.25, 0.5]})
+    assert many.epoch == one.epoch == [0, 1, 2]
+    np.testing.assert_equal(many.history, one.history)  # accuracy starts with NaN in both
+    one.append(3, {"accuracy": 1.0})
+    many.extend([3], {"accuracy": [1.0]})
+    np.testing.assert_equal(many.history, one.history)  # the loss is NaN where it was not given

@@ -1,4 +1,4 @@
-"""How each backend runs an epoch of the pure training step.
+"""How each backend runs the pure functions: epochs of the training step, and the forward pass.
 
 The step itself (:func:`xpnet.train.step.train_step`) is one pure function of
 explicit arrays; this module only decides how it is executed:
@@ -16,7 +16,11 @@ explicit arrays; this module only decides how it is executed:
   is ``sum(w_i l_i) / sum(w_i)``). Dropout masks are drawn on the host for
   the whole epoch in the eager order (after the shuffle), so the numbers are
   the same as eager. The optimizer state is donated to the call; parameters
-  are not, since other threads may be predicting with them.
+  are not, since other threads may be predicting with them. Many epochs run
+  as one call (:class:`EpochPlan`) with one transfer of host draws in and
+  one read of per-epoch results out.
+- :class:`JaxInference`: the forward pass of ``predict`` and ``evaluate``
+  under ``jax.jit`` (other backends run it as it is, see :func:`make_inference`).
 
 A runner never keeps arrays between calls: :meth:`run` takes the carry
 ``(params, opt_state, layer_state)`` and returns the new one.
@@ -31,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from . import numpy_kernels as kernels
 from .registry import Array, Backend
 
 Carry = tuple[Any, Any, Any]
@@ -100,9 +105,10 @@ class EagerRunner:
         """Train up to ``count`` epochs back to back; ``make(i)`` gives epoch ``i`` (called in order).
 
         As :meth:`JaxEpochRunner.run_epochs`: stops after the first epoch whose
-        loss is not finite (one read per epoch, which ``fit`` makes anyway) and
-        returns the carry, each epoch's summed loss x rows and correct count,
-        and how many epochs ran. ``fit`` pays its per-epoch set-up once.
+        loss or parameters are not finite (the reads ``fit`` would make per
+        epoch anyway) and returns the carry, each epoch's summed loss x rows
+        and correct count, and how many epochs ran. ``fit`` pays its per-epoch
+        set-up once.
         """
         totals: list[Array] = []
         corrects: list[Array] = []
@@ -111,7 +117,8 @@ class EagerRunner:
                 carry, total, correct = self._run(carry, make(i), None)
                 totals.append(total)
                 corrects.append(correct)
-                if not math.isfinite(float(total)):
+                params = [p for layer in carry[0] for p in layer.values()]
+                if not (math.isfinite(float(total)) and kernels.all_finite(params, self.backend.xp)):
                     break
         return carry, totals, corrects, len(totals)
 
@@ -151,13 +158,69 @@ class EagerRunner:
         return (params, opt, states), total, correct
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """Epochs trained back to back on the same data (see :meth:`JaxEpochRunner.run_epochs`).
+
+    Calling the plan with ``i`` gives epoch ``i``, drawing its shuffle from
+    ``rng`` (call it in order), as a runner going epoch by epoch wants it.
+    :meth:`orders` draws the shuffles of many epochs in one call, the same
+    numbers, for when no layer draws noise between them.
+
+    Attributes
+    ----------
+    x, t, weight, batch_size, draw, first_step, learning_rate
+        As in :class:`Epoch` (``first_step`` is the first epoch's).
+    shuffle : bool
+        Whether each epoch shuffles the rows.
+    rng : numpy.random.Generator
+        The network's host generator.
+    """
+
+    x: Array
+    t: Array
+    weight: Array | None
+    batch_size: int
+    shuffle: bool
+    rng: np.random.Generator
+    draw: Callable[[int], Sequence[np.ndarray | None]] | None
+    first_step: int
+    learning_rate: float
+
+    @property
+    def steps(self) -> int:
+        return -(-int(self.x.shape[0]) // self.batch_size)
+
+    def __call__(self, i: int) -> Epoch:
+        order = self.rng.permutation(int(self.x.shape[0])) if self.shuffle else None
+        return self.epoch(i, order)
+
+    def epoch(self, i: int, order: np.ndarray | None) -> Epoch:
+        """Epoch ``i`` with the row order ``order`` (nothing drawn)."""
+        step = self.first_step + i * self.steps
+        return Epoch(self.x, self.t, order, self.batch_size, self.draw, step, self.learning_rate, self.weight)
+
+    def orders(self, count: int) -> np.ndarray | None:
+        """The row orders of ``count`` epochs, ``(count, rows)``, or None unshuffled.
+
+        One :meth:`~numpy.random.Generator.permuted` call over ``count`` rows
+        of ``0..rows-1`` shuffles each in turn, drawing exactly what
+        ``count`` calls of ``rng.permutation(rows)`` draw (a test pins it).
+        """
+        if not self.shuffle:
+            return None
+        return self.rng.permuted(np.tile(np.arange(int(self.x.shape[0])), (count, 1)), axis=1)
+
+
 class JaxEpochRunner:
     """Runs epochs as one ``jax.jit``-compiled ``lax.scan`` each (see the module docstring).
 
     :meth:`run_epochs` runs several epochs in one call (a scan over epochs,
-    each a scan over batches), stopping after the first one whose loss is not
-    finite; the number of epochs is rounded up to a power of two, the extra
-    ones skipped, so a few shapes are compiled.
+    each a scan over batches), stopping after the first one whose loss or
+    parameters are not finite; the number of epochs is rounded up to a power
+    of two, the extra ones skipped, so a few shapes are compiled. The host
+    sends each call's row orders and noise in one transfer and reads its
+    per-epoch results in one.
     """
 
     def __init__(self, backend: Backend, step: StepFunction, prepare: Callable[[Carry], Carry]) -> None:
@@ -183,7 +246,8 @@ class JaxEpochRunner:
         lr: Array,
         count: Array,
         sample_weight: Array | None,
-    ) -> tuple[Any, Any, Any, Array, Array, Array]:
+    ) -> tuple[Any, Any, Any, Array]:
+        """The new carry and ``(epochs, 3)`` results: summed loss x rows, correct count, 1 if it ran."""
         import jax
         import jax.numpy as jnp
 
@@ -199,26 +263,32 @@ class JaxEpochRunner:
         def train(args: Any) -> Any:
             state, rows, nz = args
             state, (values, hits) = jax.lax.scan(batch, state, (rows, weight, nz))
-            return state, jnp.sum(values * counts), jnp.sum(hits)
+            total = jnp.sum(values * counts)
+            # The barrier keeps the check from changing how XLA compiles the
+            # updates before it (and so their rounding).
+            state = jax.lax.optimization_barrier(state)
+            finite = jnp.isfinite(total)
+            for p in jax.tree_util.tree_leaves(state[0]):
+                finite = jnp.logical_and(finite, jnp.all(jnp.isfinite(p)))
+            return state, jnp.stack([total, jnp.sum(hits), jnp.ones((), x.dtype)]), finite
 
         def skip(args: Any) -> Any:
-            return args[0], jnp.zeros((), x.dtype), jnp.zeros((), x.dtype)
+            return args[0], jnp.zeros(3, x.dtype), jnp.asarray(True)
 
         def epoch(carry: Any, inputs: Any) -> tuple[Any, Any]:
             state, stopped, e = carry
             rows, nz = inputs
             active = jnp.logical_and(jnp.logical_not(stopped), e < count)
-            state, total, correct = jax.lax.cond(active, train, skip, (state, rows, nz))
-            stopped = jnp.logical_or(stopped, jnp.logical_and(active, jnp.logical_not(jnp.isfinite(total))))
-            return (state, stopped, e + 1), (total, correct, active)
+            state, result, finite = jax.lax.cond(active, train, skip, (state, rows, nz))
+            return (state, jnp.logical_or(stopped, jnp.logical_not(finite)), e + 1), result
 
         if index.shape[0] == 1:  # one epoch: no stopping logic around it
-            state, total, correct = train(((params, opt, states, first), index[0], _first_of(noise)))
+            state, result, _ = train(((params, opt, states, first), index[0], _first_of(noise)))
             (params, opt, states, _) = state
-            return params, opt, states, total[None], correct[None], jnp.ones((), count.dtype)
+            return params, opt, states, result[None]
         start = ((params, opt, states, first), jnp.asarray(False), jnp.asarray(0, count.dtype))
-        ((params, opt, states, _), _, _), (totals, corrects, ran) = jax.lax.scan(epoch, start, (index, noise))
-        return params, opt, states, totals, corrects, jnp.sum(ran)
+        ((params, opt, states, _), _, _), results = jax.lax.scan(epoch, start, (index, noise))
+        return params, opt, states, results
 
     def run(self, carry: Carry, epoch: Epoch, report: Report | None = None) -> tuple[Carry, Array, Array]:
         """Train one epoch in one compiled call; ``report`` is called once, at its end."""
@@ -232,65 +302,76 @@ class JaxEpochRunner:
     ) -> tuple[Carry, np.ndarray, np.ndarray, int]:
         """Train up to ``count`` epochs in one call; ``make(i)`` gives epoch ``i`` (called in order).
 
-        Returns the carry, each epoch's summed loss x rows and correct count
-        (host arrays), and how many epochs ran (fewer when a loss was not finite).
+        An :class:`EpochPlan` whose layers draw no noise has its shuffles
+        drawn in one go. Returns the carry, each epoch's summed loss x rows
+        and correct count (host arrays), and how many epochs ran: fewer when
+        one ended with a loss or parameters not finite (the last that ran).
         """
-        epochs, batches = [], []
-        for i in range(count):  # each epoch's draws right after its shuffle, as eager
-            epochs.append(make(i))
-            batches.append(_static_batches(epochs[-1]))
-        first_epoch = epochs[0]
         span = 1 << (count - 1).bit_length()
-        dtype = np.dtype(str(first_epoch.x.dtype))
-        index = np.zeros((span, *batches[0][0].shape), np.int32)
-        index[:count] = [b[0] for b in batches]
-        weight, counts = batches[0][1], batches[0][2]
-        if first_epoch.weight is not None and weight is None:
-            weight = np.ones(index.shape[1:])
-        drawn = [b[3] for b in batches]
-        noise = None
-        if drawn[0] is not None:
-            noise = [_over_epochs([d[i] for d in drawn if d is not None], span) for i in range(len(drawn[0]))]
+        first, index, noise = _host_inputs(make, count, span)
+        n, steps, size = first.rows, first.steps, min(first.batch_size, first.rows)
+        dtype = np.dtype(str(first.x.dtype))
+        counts = np.full(steps, size, dtype)
+        counts[-1] = n - (steps - 1) * size
+        weight = None
+        if steps * size > n or first.weight is not None:  # padded rows weigh 0
+            weight = (np.arange(steps * size) < n).astype(dtype).reshape(steps, size)
         params, opt, states = self.prepare(carry)
         # Host arrays go in as they are: jit places them beside the committed
         # device arrays, far cheaper than a device_put per array.
-        params, opt, states, totals, corrects, ran = self._epochs(
+        params, opt, states, results = self._epochs(
             params,
             opt,
             states,
-            first_epoch.x,
-            first_epoch.t,
+            first.x,
+            first.t,
             index,
-            None if weight is None else weight.astype(dtype),
-            counts.astype(dtype),
+            weight,
+            counts,
             noise,
-            np.asarray(first_epoch.first_step, dtype),
-            np.asarray(first_epoch.learning_rate, dtype),
+            np.asarray(first.first_step, dtype),
+            np.asarray(first.learning_rate, dtype),
             np.asarray(count, np.int32),
-            first_epoch.weight,
+            first.weight,
         )
-        return (params, opt, states), np.asarray(totals), np.asarray(corrects), int(ran)
+        results = np.asarray(results)  # the call's one read back
+        ran = int(np.count_nonzero(results[:, 2]))
+        return (params, opt, states), results[:, 0], results[:, 1], ran
 
 
-def _static_batches(
-    epoch: Epoch,
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[np.ndarray | None] | None]:
-    """Row indices ``(steps, size)``, weights (None without padding), rows per step, stacked noise."""
-    n, steps = epoch.rows, epoch.steps
-    size = min(epoch.batch_size, n)
-    rows = np.arange(n) if epoch.order is None else np.asarray(epoch.order)
-    pad = steps * size - n
-    index = np.concatenate([rows, np.zeros(pad, rows.dtype)]).reshape(steps, size).astype(np.int32)
-    weight = None
-    if pad:
-        weight = (np.arange(steps * size) < n).astype(np.float64).reshape(steps, size)
-    counts = np.full(steps, float(size))
-    counts[-1] = n - (steps - 1) * size
-    noise = None
-    if epoch.draw is not None:
-        per_step = [epoch.draw(int(c)) for c in counts]
-        noise = [_stack([masks[i] for masks in per_step], size) for i in range(len(per_step[0]))]
-    return index, weight, counts, noise
+def _host_inputs(make: Callable[[int], Epoch], count: int, span: int) -> tuple[Epoch, np.ndarray, Any]:
+    """Epoch 0, the row indices ``(span, steps, size)`` of ``count`` epochs, and their stacked noise.
+
+    Rows of a partial last batch and epochs beyond ``count`` are padded with
+    row 0. Each epoch's noise is drawn right after its shuffle, as eager.
+    """
+    if isinstance(make, EpochPlan) and make.draw is None:
+        first, orders, noise = make.epoch(0, None), make.orders(count), None
+    else:
+        epochs, drawn = [], []
+        for i in range(count):
+            epochs.append(make(i))
+            drawn.append(_epoch_noise(epochs[-1]))
+        first = epochs[0]
+        orders = None
+        if first.order is not None:
+            orders = np.stack([np.asarray(e.order) for e in epochs])
+        noise = None
+        if drawn[0] is not None:
+            noise = [_over_epochs([d[k] for d in drawn if d is not None], span) for k in range(len(drawn[0]))]
+    n, steps = first.rows, first.steps
+    index = np.zeros((span, steps * min(first.batch_size, n)), np.int32)
+    index[:count, :n] = np.arange(n) if orders is None else orders
+    return first, index.reshape(span, steps, -1), noise
+
+
+def _epoch_noise(epoch: Epoch) -> list[np.ndarray | None] | None:
+    """Each layer's noise for every batch of ``epoch``, stacked ``(steps, size, ...)`` (zero-padded)."""
+    if epoch.draw is None:
+        return None
+    size = min(epoch.batch_size, epoch.rows)
+    per_step = [epoch.draw(min(size, epoch.rows - start)) for start in range(0, epoch.rows, size)]
+    return [_stack([masks[i] for masks in per_step], size) for i in range(len(per_step[0]))]
 
 
 def _first_of(noise: Any) -> Any:
@@ -314,6 +395,62 @@ def _stack(masks: list[Any], size: int) -> np.ndarray | None:
     for k, mask in enumerate(masks):
         out[k, : mask.shape[0]] = mask
     return out
+
+
+Forward = Callable[..., tuple[Any, Any]]
+"""``forward(params, layer_state, x, *, xp, keep_cache) -> (output, last cache or None)``."""
+
+
+class JaxInference:
+    """The pure forward pass under ``jax.jit``, for ``predict`` and ``evaluate``.
+
+    Compiled once per network structure (the owner caches this object) and
+    input shape. Without the cache (``predict``) the rows are padded up to
+    one of a few sizes per power of two (:func:`padded_rows`), so calls with
+    changing row counts reuse a few compilations; the outputs of the padding
+    rows are dropped. With the cache (``evaluate``) the shape is the
+    caller's, as a cache's arrays need not be per row. Safe to call from
+    several threads at once; nothing is kept between calls.
+    """
+
+    def __init__(self, forward: Forward) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        self._compiled = {
+            keep: jax.jit(lambda p, s, x, keep=keep: forward(p, s, x, xp=jnp, keep_cache=keep))
+            for keep in (False, True)
+        }
+
+    def __call__(self, params: Any, states: Any, x: Array, *, keep_cache: bool) -> tuple[Array, Any]:
+        if keep_cache:
+            return self._compiled[True](params, states, x)
+        import jax.numpy as jnp
+
+        n = int(x.shape[0])
+        rows = padded_rows(n)
+        if rows == n:
+            return self._compiled[False](params, states, x)
+        padding = [(0, rows - n)] + [(0, 0)] * (x.ndim - 1)
+        out, _ = self._compiled[False](params, states, jnp.pad(x, padding))
+        return out[:n, ...], None
+
+
+def padded_rows(n: int) -> int:
+    """``n`` rounded up to a multiple of an eighth of the power of two at or above it (< 1.25 ``n``)."""
+    step = 1 << max((n - 1).bit_length() - 3, 0)
+    return -(-n // step) * step
+
+
+def make_inference(backend: Backend, forward: Forward, *, compile: bool | None) -> Forward:
+    """``forward`` run the backend's best way: compiled on JAX (unless ``compile=False``), else as is.
+
+    The result is called ``run(params, layer_state, x, keep_cache=...)``.
+    """
+    if compile is not False and backend.name == "jax":
+        return JaxInference(forward)
+    xp = backend.xp
+    return lambda params, states, x, *, keep_cache: forward(params, states, x, xp=xp, keep_cache=keep_cache)
 
 
 def make_runner(

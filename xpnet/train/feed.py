@@ -26,23 +26,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..backend.compile import Epoch
+from ..backend.compile import Epoch, EpochPlan
 from ..data import streams
 from ..distributed import Communicator, flatten, unflatten
 from ..nn.metrics import prediction_count
 from . import step
 from .batches import Preparer
+from .history import History
+
+Array = Any
 
 _FUSED_INDICES = 1 << 22
 """At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
-
-Array = Any
 
 
 @dataclass
@@ -105,24 +106,60 @@ class DeviceFeed:
         net._publish(*carry)
         return EpochResult(total, correct, self.rows, self.judged)
 
-    def epochs(self, net: Any, count: int) -> list[EpochResult]:
-        """Up to ``count`` epochs in one compiled call; the results of those that ran.
+    def fit_fused(self, net: Any, epochs: int, callbacks: list[Any], histories: Sequence[History]) -> int:
+        """Train up to ``epochs`` epochs, many per runner call; how many ran.
+
+        For ``fit`` when nothing runs between epochs but
+        :class:`~xpnet.callbacks.TerminateOnNaN`: the runner stops after the
+        first epoch whose loss or parameters are not finite, so that callback
+        can act only on the last epoch that ran, and its ``on_epoch_end`` (its
+        one per-epoch hook) runs there. Every epoch's logs are the ones the
+        epoch-by-epoch loop records, added to ``histories`` in one go.
+        """
+        done = 0
+        while done < epochs and not net.stop_training:
+            totals, corrects = self._epochs(net, epochs - done)
+            logs = {"loss": (np.array([float(v) for v in totals]) / max(self.rows, 1)).tolist()}
+            if net._classification:
+                logs["accuracy"] = (np.array([float(v) for v in corrects]) / max(self.judged, 1)).tolist()
+            first, ran = net.epoch, len(totals)
+            net.epoch += ran
+            done += ran
+            for history in histories:
+                history.extend(range(first, first + ran), logs)
+            last = {key: values[-1] for key, values in logs.items()}
+            for callback in callbacks:
+                callback.on_epoch_end(net, net.epoch - 1, last)
+            if len(last) != len(logs):
+                for history in histories:
+                    history.update_last(last)
+        return done
+
+    def _epochs(self, net: Any, count: int) -> tuple[Sequence[Any], Sequence[Any]]:
+        """Up to ``count`` epochs in one runner call; summed losses x rows and correct counts of those run.
 
         The host draws (shuffles, masks) of the whole call are taken first, in
-        the eager order; after a non-finite loss the later epochs do not run
+        the eager order; after a non-finite epoch the later ones do not run
         (their draws are spent).
         """
-        steps = -(-self.rows // self.batch_size)
-        count = max(1, min(count, _FUSED_INDICES // (steps * min(self.batch_size, self.rows))))
-        first = net.optimizer.iterations + 1
-
-        def make(i: int) -> Epoch:
-            return self._epoch(net, first + i * steps)
-
-        carry, totals, corrects, ran = self.run.run_epochs(net._arrays(), make, count)
-        net.optimizer.iterations += ran * steps
+        n, size, opt = self.rows, self.batch_size, net.optimizer
+        steps = -(-n // size)
+        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
+        plan = EpochPlan(
+            self.x,
+            self.t,
+            self.weight,
+            size,
+            self.shuffle,
+            net.rng,
+            net._draw(),
+            opt.iterations + 1,
+            opt.learning_rate,
+        )
+        carry, totals, corrects, ran = self.run.run_epochs(net._arrays(), plan, count)
+        opt.iterations += ran * steps
         net._publish(*carry)
-        return [EpochResult(t, c, self.rows, self.judged) for t, c in zip(totals[:ran], corrects[:ran])]
+        return totals[:ran], corrects[:ran]
 
 
 class StreamFeed:

@@ -164,25 +164,16 @@ class Trainer:
             # Epochs fuse into one compiled call when nothing needs to run between them.
             fuse = isinstance(data, feed.DeviceFeed) and data.fusable and verbose == 0 and val is None
             fuse = fuse and not metrics and all(type(c) is TerminateOnNaN for c in callbacks)
-            done = 0
+            done = data.fit_fused(self, epochs, callbacks, (history, self.history)) if fuse else 0
             while done < epochs and not self.stop_training:
-                if fuse:
-                    results = data.epochs(self, epochs - done)
-                else:
-                    _call(callbacks, "on_epoch_begin", self, self.epoch, {})
-                    progress.start_epoch(self.epoch)
-                    results = [data.epoch(self, progress)]
-                for result in results:
-                    done += 1
-                    epoch = self.epoch
-                    if fuse:
-                        _call(callbacks, "on_epoch_begin", self, epoch, {})
-                    logs = result.logs(self._classification)
-                    self.epoch += 1
-                    _score(self, logs, data, val, metrics, batch_size, comm)
-                    _record(self, history, epoch, logs, progress, callbacks)
-                    if self.stop_training:
-                        break
+                epoch = self.epoch
+                _call(callbacks, "on_epoch_begin", self, epoch, {})
+                progress.start_epoch(epoch)
+                logs = data.epoch(self, progress).logs(self._classification)
+                done += 1
+                self.epoch += 1
+                _score(self, logs, data, val, metrics, batch_size, comm)
+                _record(self, history, epoch, logs, progress, callbacks)
             progress.close()
             _call(callbacks, "on_train_end", self, {})
         return history

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ class History:
         for values in self.history.values():
             if len(values) < len(self.epoch):
                 values.append(math.nan)
+
+    def extend(self, epochs: Iterable[int], logs: dict[str, list[float]]) -> None:
+        """Record several epochs at once, as :meth:`append` for each: ``logs[key][i]`` is of the ``i``-th."""
+        before = len(self.epoch)
+        self.epoch.extend(epochs)
+        for key, values in logs.items():
+            self.history.setdefault(key, [math.nan] * before).extend(map(float, values))
+        for values in self.history.values():
+            values.extend([math.nan] * (len(self.epoch) - len(values)))
 
     def update_last(self, logs: dict[str, float]) -> None:
         """Record keys that callbacks added to the latest epoch's ``logs`` (e.g. ``"lr"``)."""

@@ -31,13 +31,14 @@ STREAM_BATCH = 4096
 """Rows per batch when streamed data is predicted or evaluated without a ``batch_size``."""
 
 
-def infer(net: Any, x: Array) -> tuple[Array, Any]:
-    """Output and last cache of the pure forward pass on device rows ``x``; nothing is kept anywhere."""
+def infer(net: Any, x: Array, keep_cache: bool = True) -> tuple[Array, Any]:
+    """Output and last cache (None without ``keep_cache``) of the pure forward pass on device rows
+    ``x``, compiled on JAX (see :func:`xpnet.train.step.inference`); nothing is kept anywhere."""
     params, _, states = net._arrays()
-    out, caches, _ = step.forward(
-        net.layers, params, states, x, training=False, xp=net.backend.xp, keep_caches=False
-    )
-    return out, caches[-1]
+    key = ("inference", net.backend, net.compile, net.dtype, tuple(map(repr, net.layers)))
+    if key not in net._runners:
+        net._runners[key] = step.inference(net.layers, net.backend, net.compile)
+    return net._runners[key](params, states, x, keep_cache=keep_cache)
 
 
 def metric_list(net: Any, metrics: Sequence[Any] | None) -> list[Metric]:
@@ -107,10 +108,10 @@ class Predictor:
 
 def _outputs(net: Any, x: Array, batch_size: int | None) -> Array:
     if batch_size is None:
-        return infer(net, x)[0]
+        return infer(net, x, keep_cache=False)[0]
     batch_size = inputs.positive_int("batch_size", batch_size)
     n = int(x.shape[0])
-    parts = [infer(net, x[i : min(i + batch_size, n), ...])[0] for i in range(0, n, batch_size)]
+    parts = [infer(net, x[i : min(i + batch_size, n), ...], False)[0] for i in range(0, n, batch_size)]
     return net.backend.xp.concat(parts, axis=0)
 
 
@@ -212,4 +213,4 @@ def stream_outputs(net: Any, X: Any, batch_size: int | None) -> Iterator[Array]:
     source = source_of(net, X, None) if not isinstance(X, streams.BatchSource) else X
     with streams.Prefetcher(source.batches(batch_size or STREAM_BATCH), InferencePreparer(net)) as ready:
         for b in ready:
-            yield infer(net, b.x)[0]
+            yield infer(net, b.x, keep_cache=False)[0]

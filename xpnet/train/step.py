@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..backend import Backend
-from ..backend.compile import make_runner
+from ..backend.compile import make_inference, make_runner
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
 from ..nn.losses import CategoricalCrossentropy, Loss
@@ -284,6 +284,21 @@ def runner(model: Model, backend: Backend, compile: bool | None) -> Any:
         return params, initial_opt_state(model, params, opt_state, xp), states
 
     return make_runner(backend, run_step, compile=compile, prepare=prepare)
+
+
+def inference(layers: Sequence[Layer], backend: Backend, compile: bool | None) -> Any:
+    """The pure forward pass of ``predict`` and ``evaluate``, run by :mod:`xpnet.backend.compile`.
+
+    Called ``run(params, layer_state, x, keep_cache=...)``; returns the
+    output and, with ``keep_cache``, the last layer's cache (else None).
+    """
+    layers = tuple(layers)
+
+    def run(params: Params, states: LayerState, x: Array, *, xp: Any, keep_cache: bool) -> tuple[Array, Any]:
+        out, caches, _ = forward(layers, params, states, x, training=False, xp=xp, keep_caches=False)
+        return out, caches[-1] if keep_cache else None
+
+    return make_inference(backend, run, compile=compile)
 
 
 def signature(model: Model) -> tuple[Any, ...]:
