@@ -35,12 +35,13 @@ def _loss_name(loss: Loss) -> str | None:
 def numpy_plan(model: Model) -> Plan | None:
     """The fused loop's plan for ``model``, or None when it runs the generic step.
 
-    Covered: ``Dense`` and ``Dropout`` layers, binary or categorical
-    cross-entropy or mean squared error, any optimizer (plain SGD fastest),
-    no gradient transform (clipping or an allreduce run the generic step).
+    Covered: ``Dense`` and ``Dropout`` layers (every Dense layer trained),
+    binary or categorical cross-entropy or mean squared error, any optimizer
+    (plain SGD fastest), no gradient transform (clipping or an allreduce run
+    the generic step).
     """
-    dense = tuple(type(layer) is Dense for layer in model.layers)
-    if model.transform is not None or model.trainable != dense:
+    default = tuple(bool(layer.params) for layer in model.layers)
+    if model.transform is not None or model.trainable != default:  # frozen layers: the generic step
         return None
     optimizer = model.optimizer
     plain = type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
