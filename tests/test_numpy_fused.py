@@ -178,6 +178,20 @@ def test_targets_the_loop_does_not_take_run_the_generic_step():
         np.testing.assert_array_equal(got, want)
 
 
+def test_labels_outside_the_outputs_run_the_generic_step():
+    # train_step does not check its labels: the generic one-hot of label 3 (of 3 outputs) is all zero
+    fast, plain = (
+        _net("softmax-labels-smoothing", "sgd", None),
+        _net("softmax-labels-smoothing", "sgd", False),
+    )
+    labels = np.array([0, 3, 1, 2], np.int32)
+    for net in (fast, plain):
+        net.build(5)
+        net.train_step(X[:4], labels)
+    for got, want in zip(fast.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 UNCOVERED = {
     "activation-layer": (
         [xn.Dense(4, in_features=5), xn.Activation("tanh"), xn.Dense(3, "softmax")],

@@ -7,8 +7,8 @@ networks are a few ``Dense`` layers with elementwise activations, perhaps
 cross-entropy (or a linear output read as logits), or mean squared error.
 For those, :class:`NumpyFusedRunner` runs the same math with NumPy's ``out=``
 arguments into work buffers made once per call (one call trains one epoch, or
-many fused epochs), so a step allocates almost nothing and makes about half
-the calls. What it does not cover it hands to the generic step
+many fused epochs), so a step allocates almost nothing and makes far fewer
+calls. What it does not cover it hands to the generic step
 (:class:`~xpnet.backend.compile.EagerRunner`), so callers never choose.
 
 What is fused, and how it stays the generic math:
@@ -214,12 +214,13 @@ def _covered(plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch) -> bo
         return False
     k = params[-1]["weight"].shape[1]
     if plan.loss == "categorical_crossentropy" and t.ndim == 1:
-        return t.dtype.kind in "iu" and t.shape[0] == x.shape[0]
+        # labels index the outputs directly here: any outside [0, k) go to the generic one-hot
+        return t.dtype.kind in "iu" and t.shape[0] == x.shape[0] and 0 <= t.min() and t.max() < k
     return _numpy_float(t, x.dtype) and t.shape == (x.shape[0], k)
 
 
 class _Layer:
-    """One layer's parameters, gradient buffers and per-batch-size work buffers."""
+    """One layer of a call: its parameter arrays (updated in place) and gradient buffers."""
 
     def __init__(self, index: int, spec: DenseSpec | DropoutSpec, params: dict[str, Array]) -> None:
         self.index = index
