@@ -459,14 +459,21 @@ def make_runner(
     *,
     compile: bool | None,
     prepare: Callable[[Carry], Carry],
+    numpy_plan: Any = None,
 ) -> EagerRunner | JaxEpochRunner:
     """The runner for ``backend``: ``compile=None`` its best, ``False`` plain eager, pure updates.
 
     ``prepare(carry)`` completes a carry for fixed-shape loops (the optimizer
-    state made explicit with zeros).
+    state made explicit with zeros). ``numpy_plan`` (a
+    :class:`~xpnet.backend.numpy_fused.Plan`, or None) is what NumPy's fused
+    loop runs; the generic step runs the rest.
     """
     if compile is False:
         return EagerRunner(backend, step, inplace=False)
     if backend.name == "jax":
         return JaxEpochRunner(backend, step, prepare)
+    if backend.name == "numpy":
+        from .numpy_fused import NumpyFusedRunner  # built on EagerRunner, so imported here
+
+        return NumpyFusedRunner(backend, step, numpy_plan)
     return EagerRunner(backend, step, inplace=True)

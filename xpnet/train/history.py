@@ -29,13 +29,16 @@ class History:
     def append(self, epoch: int, logs: dict[str, float]) -> None:
         """Record the metrics ``logs`` of ``epoch``."""
         self.epoch.append(epoch)
+        count, history = len(self.epoch), self.history
         for key, value in logs.items():
-            if key not in self.history:  # a new metric: earlier epochs lack it
-                self.history[key] = [math.nan] * (len(self.epoch) - 1)
-            self.history[key].append(float(value))
-        for values in self.history.values():
-            if len(values) < len(self.epoch):
-                values.append(math.nan)
+            values = history.get(key)
+            if values is None:  # a new metric: earlier epochs lack it
+                values = history[key] = [math.nan] * (count - 1)
+            values.append(float(value))
+        if len(history) != len(logs):  # metrics this epoch lacks
+            for values in history.values():
+                if len(values) < count:
+                    values.append(math.nan)
 
     def extend(self, epochs: Iterable[int], logs: dict[str, list[float]]) -> None:
         """Record several epochs at once, as :meth:`append` for each: ``logs[key][i]`` is of the ``i``-th."""

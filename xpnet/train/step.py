@@ -27,6 +27,7 @@ from ..nn.layers import Layer
 from ..nn.losses import CategoricalCrossentropy, Loss
 from ..nn.metrics import correct_count
 from ..optim.optimizers import Optimizer
+from . import fusion
 
 Array = Any
 Params = list[dict[str, Array]]
@@ -283,7 +284,8 @@ def runner(model: Model, backend: Backend, compile: bool | None) -> Any:
         params, opt_state, states = carry
         return params, initial_opt_state(model, params, opt_state, xp), states
 
-    return make_runner(backend, run_step, compile=compile, prepare=prepare)
+    plan = fusion.numpy_plan(model) if backend.name == "numpy" else None
+    return make_runner(backend, run_step, compile=compile, prepare=prepare, numpy_plan=plan)
 
 
 def inference(layers: Sequence[Layer], backend: Backend, compile: bool | None) -> Any:
