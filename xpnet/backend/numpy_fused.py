@@ -179,7 +179,7 @@ class NumpyFusedRunner(EagerRunner):
         params = [p for layer in carry[0] for p in layer.values()]  # updated in place
         for i in range(count):
             totals.append(work.epoch(first if i == 0 else make(i), None))
-            if not (math.isfinite(totals[-1]) and all_finite(params, self.backend.xp)):
+            if not (math.isfinite(totals[-1]) and _finite(params, self.backend.xp)):
                 break
         return work.carry(carry), totals, list(work.corrects()), len(totals)
 
@@ -188,6 +188,15 @@ class NumpyFusedRunner(EagerRunner):
         if self.plan is None or not _covered(self.plan, carry[0], epoch):
             return None
         return _Work(self.plan, self.backend.xp, carry, epoch)
+
+
+def _finite(params: Sequence[Array], xp: Any) -> bool:
+    """:func:`all_finite` for the parameters after each fused epoch, at one reduction per array:
+    sums are finite unless an element is not (or they overflow: then every element is checked)."""
+    total = 0.0
+    for p in params:
+        total += p.sum()
+    return math.isfinite(total) or all_finite(list(params), xp)
 
 
 def _numpy_float(a: Any, dtype: Any = None) -> bool:
