@@ -15,7 +15,8 @@ ensemble with the weight decay chosen by cross-validation) against
 ``MLPClassifier()`` / ``MLPRegressor()`` with scikit-learn's defaults,
 ``Ridge()`` and the majority class or the mean, on the same held-out fifth of
 each table: scikit-learn's bundled sets (the diabetes regression set
-included) and the Palmer penguins table of tests/data (text columns, gaps).
+included), the Palmer penguins table of tests/data (text columns, gaps) and
+the Pima diabetes table of examples/data.
 
     python benchmarks/accuracy.py --cli --seeds 5
     python benchmarks/accuracy.py --cli --seeds 5 --first-seed 100   # seeds not used for the report
@@ -54,7 +55,9 @@ DATASETS = {
     "wine": load_wine,
     "iris": load_iris,
 }
-PENGUINS = Path(__file__).resolve().parent.parent / "tests" / "data" / "penguins.csv"
+ROOT = Path(__file__).resolve().parent.parent
+PENGUINS = ROOT / "tests" / "data" / "penguins.csv"
+PIMA = ROOT / "examples" / "data" / "pima.csv"
 HIDDEN = 64
 LEARNING_RATE = 1e-3
 BATCH_SIZE = 32
@@ -174,6 +177,7 @@ def tables(folder: Path) -> dict[str, tuple[Path, str]]:
         files[name] = (path, "target")
     for target, label in [("species", ""), ("sex", ""), ("body_mass_g", " (MAE)")]:
         files[f"penguins {target}{label}"] = (PENGUINS, target)
+    files["pima diabetes"] = (PIMA, "diabetes")
     return files
 
 

@@ -291,6 +291,8 @@ def test_parallel_trains_compiled_as_eager_and_round_trips(backend, tmp_path):
         xn.to_numpy(loaded.layers[0].state["0.1.running_var"]),
         xn.to_numpy(nets[0].layers[0].state["0.1.running_var"]),
     )
+    moved = xn.load(tmp_path / "wide.safetensors", backend="numpy").to(backend)
+    np.testing.assert_allclose(xn.to_numpy(moved.predict(x)), want, rtol=1e-12)
     assert "Parallel([[Dense" in nets[0].summary(print_fn=None)
 
 
