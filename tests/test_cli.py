@@ -55,6 +55,8 @@ def test_train_evaluate_predict_on_a_csv(tmp_path, table):
         "0.01",
         "--plot",
         "curves.png",
+        "--folds",
+        "1",
         cwd=tmp_path,
     )
     assert "160 train / 40 held-out" in out.stdout
@@ -82,7 +84,7 @@ def test_regression_on_a_float_target(tmp_path):
     y = 100 + 30 * X[:, 0] - 10 * X[:, 1]
     path = tmp_path / "reg.csv"
     np.savetxt(path, np.column_stack([X, y]), delimiter=",", header="a,b,price", comments="")
-    out = run("train", path, "--epochs", "60", "--lr", "0.01", "--quiet", cwd=tmp_path)
+    out = run("train", path, "--epochs", "60", "--lr", "0.01", "--folds", "1", "--quiet", cwd=tmp_path)
     mae = float(out.stdout.split("val_mae: ")[1])
     assert mae < 5.0
     predicted = run("predict", "model.safetensors", path, cwd=tmp_path)
@@ -93,7 +95,7 @@ def test_regression_on_a_float_target(tmp_path):
 def test_builtin_datasets(tmp_path):
     out = run("train", "xor", "--quiet", cwd=tmp_path)
     assert "train_accuracy: 1.000" in out.stdout
-    out = run("train", "iris", "--epochs", "40", "--lr", "0.01", "--quiet", cwd=tmp_path)
+    out = run("train", "iris", "--epochs", "40", "--lr", "0.01", "--folds", "1", "--quiet", cwd=tmp_path)
     assert float(out.stdout.split("val_accuracy: ")[1]) >= 0.85
 
 
@@ -114,16 +116,55 @@ def test_network_options_reach_the_model(tmp_path, table):
     import xpnet as xn
 
     options = ["--batch-norm", "--dropout", "0.25", "--weight-decay", "0.01", "--class-weight", "balanced"]
-    run("train", table, "--hidden", "8,8", *options, "--epochs", "3", "--out", "m.safetensors", cwd=tmp_path)
-    net = xn.load(tmp_path / "m.safetensors", backend="numpy")
-    kinds = [type(layer).__name__ for layer in net.layers]
+    run("train", table, "--hidden", "8,8", *options, "--epochs", "3", "--folds", "1", cwd=tmp_path)
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert [type(layer).__name__ for layer in net.layers] == ["Residual", "Activation"]
+    block = net.layers[0]
+    kinds = [type(layer).__name__ for layer in block.layers]
     assert kinds == ["Dense", "BatchNormalization", "Activation", "Dropout"] * 2 + ["Dense"]
-    assert net.layers[-2].rate == 0.25 and net.optimizer.weight_decay == 0.01
-    assert float(net.layers[1].state["running_var"].sum()) != 8.0  # statistics were learned and saved
+    assert block.shortcut == "linear" and block.layers[-2].rate == 0.25 and net.optimizer.weight_decay == 0.01
+    assert float(block.state["1.running_var"].sum()) != 8.0  # statistics were learned and saved
+    run("train", table, "--hidden", "8", "--epochs", "1", "--folds", "1", "--shortcut", "none", cwd=tmp_path)
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert [type(layer).__name__ for layer in net.layers] == ["Dense", "Dense", "Activation"]
     rows = np.random.default_rng(1).normal(size=(30, 2))
     np.savetxt(tmp_path / "reg.csv", rows, delimiter=",", header="a,price", comments="")
     result = run("train", "reg.csv", "--class-weight", "balanced", cwd=tmp_path, check=False)
     assert result.returncode == 2 and "--class-weight applies to classification" in result.stderr
+
+
+def test_a_small_table_trains_a_five_fold_ensemble_by_default(tmp_path, table):
+    out = run("train", table, "--epochs", "4", "--plot", "folds.png", cwd=tmp_path)
+    assert (
+        "5 networks, one per fold of the training rows; weight decay chosen among 0, 0.01, 0.1" in out.stdout
+    )
+    assert out.stdout.count("fold ") >= 15 and "chose weight decay" in out.stdout
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert [type(layer).__name__ for layer in net.layers] == ["Parallel", "Activation"]
+    assert len(net.layers[0].branches) == 5 and net.optimizer.weight_decay in (0.0, 0.01, 0.1)
+    assert (tmp_path / "folds.png").stat().st_size > 10_000
+    final = float(out.stdout.split("val_accuracy: ")[1].split()[0])
+    assert (
+        float(run("evaluate", "model.safetensors", table, cwd=tmp_path).stdout.split("accuracy: ")[1]) > 0.5
+    )
+    assert final > 0.5
+    out = run("train", table, "--epochs", "2", "--folds", "3", "--weight-decay", "0.5", cwd=tmp_path)
+    assert "3 networks" in out.stdout and "chose" not in out.stdout
+    assert xn.load(tmp_path / "model.safetensors", backend="numpy").optimizer.weight_decay == 0.5
+
+
+def test_a_large_table_trains_one_network_by_default(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1300, 2))
+    np.savetxt(tmp_path / "big.csv", np.column_stack([X, X[:, 0] - X[:, 1]]), delimiter=",",
+               header="a,b,y", comments="")  # fmt: skip
+    out = run("train", "big.csv", "--epochs", "2", cwd=tmp_path)
+    assert "1040 train / 260 held-out" in out.stdout and "networks" not in out.stdout
+    assert "kept the weights of epoch" in out.stdout
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "Residual"
+    ] and net.optimizer.weight_decay == 0.0
 
 
 @pytest.mark.parametrize(
@@ -136,6 +177,12 @@ def test_network_options_reach_the_model(tmp_path, table):
         (("train", "{table}", "--backend", "tensorflow"), "unknown backend"),
         (("evaluate", "{table}", "{table}"), "not an xpnet model"),
         (("predict", "nothing.safetensors", "{table}"), "no model file"),
+        (("train", "{table}", "--weight-decay", "0,0.1", "--folds", "1"), "needs --folds 2 or more"),
+        (("train", "{table}", "--weight-decay", "-1"), "--weight-decay must be >= 0"),
+        (("train", "{table}", "--weight-decay", "a"), "--weight-decay takes numbers"),
+        (("train", "{table}", "--folds", "0"), "--folds must be at least 1"),
+        (("train", "{table}", "--folds", "3", "--patience", "0"), "needs --patience above 0"),
+        (("train", "{table}", "--folds", "100"), "--folds 100 needs at least 200 training rows"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(tmp_path, table, args, message):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xpnet.data import encode_labels, load_dataset, read_csv, standardization, train_test_split
+from xpnet.data import encode_labels, kfold, load_dataset, read_csv, standardization, train_test_split
 
 
 def test_xor_needs_nothing():
@@ -36,6 +36,26 @@ def test_stratified_split_keeps_class_proportions():
     assert sorted(np.concatenate([X_train, X_test]).ravel()) == list(X.ravel())
     again = train_test_split(X, y, 0.25, seed=1)
     np.testing.assert_array_equal(again[1], X_test)
+
+
+def test_kfold_partitions_the_rows_and_spreads_each_class():
+    y = np.array([0] * 23 + [1] * 7 + [2] * 2)
+    folds = kfold(y, 5, seed=3)
+    assert sorted(np.concatenate(folds).tolist()) == list(range(32))  # every row in exactly one fold
+    assert {len(f) for f in folds} <= {6, 7}
+    for c, count in ((0, 23), (1, 7)):
+        per_fold = [int((y[f] == c).sum()) for f in folds]
+        assert max(per_fold) - min(per_fold) <= 1 and sum(per_fold) == count
+    assert all(np.array_equal(a, b) for a, b in zip(folds, kfold(y, 5, seed=3)))
+    assert not all(np.array_equal(a, b) for a, b in zip(folds, kfold(y, 5, seed=4)))
+    plain = kfold(np.zeros(10), 3, seed=0, stratify=False)
+    assert [len(f) for f in plain] == [4, 3, 3]
+
+
+@pytest.mark.parametrize("folds", [1, 11, 2.5, True])
+def test_kfold_refuses_impossible_fold_counts(folds):
+    with pytest.raises(ValueError, match="folds must be an integer from 2 to the number of rows"):
+        kfold(np.zeros(10), folds)
 
 
 def test_standardization_leaves_constant_columns_alone():

@@ -1,4 +1,4 @@
-"""BatchNormalization, LayerNormalization, Residual: vs torch and finite differences, every backend."""
+"""Normalization layers and blocks (Residual, Parallel): vs torch and finite differences, every backend."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _host(d):
 def _check_gradients(layer, backend, f64, x, noise=None):
     """``vjp`` of ``sum(apply(x) * r)`` against central differences, for x and every parameter."""
     xp = backend.xp
-    r = np.random.default_rng(1).normal(size=x.shape)
+    r = np.random.default_rng(1).normal(size=(x.shape[0], layer.output_features(x.shape[1])))
     params, state = _host(layer.params), _host(layer.state)
     dev_noise = None if noise is None else f64(noise)
 
@@ -91,6 +91,61 @@ def test_residual_gradients_match_finite_differences(backend, f64):
     noise = layer.draw(np.random.default_rng(4), (5, 3), "float64")
     assert noise.shape == (5, 1 + 4)  # BatchNormalization's column, then the dropout mask
     _check_gradients(layer, backend, f64, x, noise=noise)
+
+
+def test_linear_shortcut_gradients_match_finite_differences(backend, f64):
+    block = xn.Residual([xn.Dense(4, "tanh"), xn.Dropout(0.3), xn.Dense(2)], shortcut="linear")
+    layer = _built(block, backend, 3)
+    assert set(layer.params) == {"0.weight", "0.bias", "2.weight", "2.bias", "shortcut"}
+    assert tuple(layer.params["shortcut"].shape) == (3, 2) and not xn.to_numpy(layer.params["shortcut"]).any()
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    _check_gradients(layer, backend, f64, x, noise=layer.draw(np.random.default_rng(4), (5, 3), "float64"))
+
+
+def _parallel():
+    return xn.Parallel(
+        [
+            [xn.Dense(4, "tanh"), xn.BatchNormalization(), xn.Dropout(0.3), xn.Dense(2)],
+            [xn.Residual([xn.Dense(3, "relu"), xn.Dropout(0.5), xn.Dense(2)], shortcut="linear")],
+            [xn.Dense(2)],
+        ]
+    )
+
+
+def test_parallel_gradients_match_finite_differences(backend, f64):
+    layer = _built(_parallel(), backend, 3)
+    assert {"0.1.weight", "1.0.0.weight", "1.0.shortcut", "2.0.bias"} <= set(layer.params)
+    assert set(layer.state) == {"0.1.running_mean", "0.1.running_var"}
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    noise = layer.draw(np.random.default_rng(4), (5, 3), "float64")
+    assert noise.shape == (5, 1 + 4 + 3)  # branch 0: BatchNormalization's column, its mask; branch 1: a mask
+    _check_gradients(layer, backend, f64, x, noise=noise)
+
+
+def test_parallel_sum_and_mean_of_wide_and_deep_branches_match_torch(backend, f64):
+    rng = np.random.default_rng(0)
+    x, r = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    for merge in ("mean", "sum"):
+        branches = [[xn.Residual([xn.Dense(4, "tanh"), xn.Dense(2)], shortcut="linear")] for _ in range(2)]
+        layer = _randomized(_built(xn.Parallel(branches, merge=merge), backend, 3), backend, f64)
+        host = _host(layer.params)
+        torch_params = {k: torch.tensor(v, requires_grad=True) for k, v in host.items()}
+        xt = torch.tensor(x, requires_grad=True)
+        outs = []
+        for b in ("0", "1"):
+            p = {k[len(b) + 1 :]: v for k, v in torch_params.items() if k.startswith(b + ".")}
+            hidden = torch.tanh(xt @ p["0.0.weight"] + p["0.0.bias"])
+            outs.append(hidden @ p["0.1.weight"] + p["0.1.bias"] + xt @ p["0.shortcut"])
+        yt = (outs[0] + outs[1]) / (2 if merge == "mean" else 1)
+        (yt * torch.tensor(r)).sum().backward()
+        y = layer.forward(f64(x), training=True)
+        dx = layer.backward(f64(r))
+        np.testing.assert_allclose(xn.to_numpy(y), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(xn.to_numpy(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+        for key, value in torch_params.items():
+            np.testing.assert_allclose(
+                xn.to_numpy(layer.grads[key]), value.grad.numpy(), rtol=1e-10, atol=1e-12
+            )
 
 
 def test_layer_norm_matches_torch(backend, f64):
@@ -214,6 +269,33 @@ def test_save_load_and_to_round_trip_parameters_and_state(backend, tmp_path):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+def _wide(backend, compile=None):
+    layers = [_parallel(), xn.Activation("softmax")]
+    return xn.Network(layers, loss="categorical_crossentropy", optimizer=xn.Adam(0.01), backend=backend,
+                      dtype="float64", seed=0, compile=compile)  # fmt: skip
+
+
+def test_parallel_trains_compiled_as_eager_and_round_trips(backend, tmp_path):
+    x, y = _data()
+    y = y % 2
+    nets = [_wide(backend, compile) for compile in (None, False)]
+    for net in nets:
+        net.fit(x, y, epochs=2, batch_size=8, verbose=0)  # shuffled, dropout, a partial last batch
+    for a, b in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    want = xn.to_numpy(nets[0].predict(x))
+    nets[0].save(tmp_path / "wide.safetensors")
+    loaded = xn.load(tmp_path / "wide.safetensors", backend=backend)
+    np.testing.assert_allclose(xn.to_numpy(loaded.predict(x)), want, rtol=1e-12)
+    np.testing.assert_array_equal(
+        xn.to_numpy(loaded.layers[0].state["0.1.running_var"]),
+        xn.to_numpy(nets[0].layers[0].state["0.1.running_var"]),
+    )
+    moved = xn.load(tmp_path / "wide.safetensors", backend="numpy").to(backend)
+    np.testing.assert_allclose(xn.to_numpy(moved.predict(x)), want, rtol=1e-12)
+    assert "Parallel([[Dense" in nets[0].summary(print_fn=None)
+
+
 def test_checkpoint_with_wrong_state_shape_is_refused(tmp_path):
     net = _deep("numpy")
     tensors, meta = net.state()
@@ -240,6 +322,11 @@ def test_residual_must_keep_the_feature_count():
         (lambda: xn.BatchNormalization(momentum=1.5), "momentum"),
         (lambda: xn.LayerNormalization(eps=-1), "eps"),
         (lambda: xn.Residual(["dense"]), "Layer objects"),
+        (lambda: xn.Residual([xn.Dense(2)], shortcut="projection"), "shortcut must be one of"),
+        (lambda: xn.Parallel([]), "non-empty list of branches"),
+        (lambda: xn.Parallel([[]]), "non-empty list of layers"),
+        (lambda: xn.Parallel([[xn.Dense(2)]], merge="max"), "merge must be one of"),
+        (lambda: xn.Parallel([[xn.Dense(2)], [xn.Dense(3)]]).output_features(4), "same number"),
     ],
 )
 def test_bad_arguments_are_refused(make, message):

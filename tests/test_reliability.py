@@ -64,6 +64,26 @@ def test_labels_of_any_integer_dtype_equal_int64_labels_even_past_256_classes(ba
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "uint64", "int16"])
+def test_labels_in_the_backends_own_integer_arrays_equal_int64_labels(backend, dtype):
+    """torch cannot reduce uint16 and wider: its tensors are converted like NumPy arrays are."""
+    X = RNG.normal(size=(12, 3))
+    labels = np.array([0, 2, 1, 2] * 3)
+
+    def trained(y):
+        net = xn.Network([xn.Dense(3, "softmax", in_features=3)], loss="cross_entropy", optimizer=xn.SGD(0.5),
+                         backend=backend, dtype="float64", seed=0)  # fmt: skip
+        before = net.evaluate(X, y)["loss"]
+        net.fit(X, y, epochs=1, batch_size=4, verbose=0)
+        return before, net.get_weights()
+
+    want_loss, want = trained(labels)
+    got_loss, got = trained(backend.xp.asarray(labels.astype(dtype), device=backend.device))
+    assert got_loss == pytest.approx(want_loss, rel=1e-12)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
 # -- what X may hold ---------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from .nn.losses import (
 )
 from .nn.metrics import METRICS, Metric, get_metric
 from .nn.normalization import BatchNormalization, LayerNormalization
-from .nn.residual import Residual
+from .nn.residual import Parallel, Residual
 from .optim import schedules
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 from .optim.schedules import cosine_decay, exponential_decay, step_decay, warmup
@@ -39,6 +39,7 @@ from .train.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
+from .train.ensemble import KFoldEnsemble, kfold_ensemble
 from .train.history import History
 from .train.network import Network, load
 
@@ -64,6 +65,7 @@ __all__ = [
     "EarlyStopping",
     "History",
     "Huber",
+    "KFoldEnsemble",
     "Layer",
     "LayerNormalization",
     "LearningRateScheduler",
@@ -74,6 +76,7 @@ __all__ = [
     "ModelCheckpoint",
     "Network",
     "Optimizer",
+    "Parallel",
     "RMSprop",
     "ReduceLROnPlateau",
     "Residual",
@@ -86,6 +89,7 @@ __all__ = [
     "get_loss",
     "get_metric",
     "get_optimizer",
+    "kfold_ensemble",
     "load",
     "schedules",
     "step_decay",

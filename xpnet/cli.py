@@ -17,8 +17,11 @@ from .cli_paths import check_outputs
 from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
+from .nn.residual import Residual
 from .optim.optimizers import OPTIMIZERS, get_optimizer
 from .train.callbacks import Callback, EarlyStopping
+from .train.ensemble import KFoldEnsemble, Member, kfold_ensemble
+from .train.history import plot_histories
 from .train.network import Network, load
 
 EXAMPLES = """examples:
@@ -45,6 +48,12 @@ DEFAULTS: dict[str, Any] = {
 }
 STOP_FRACTION = 0.1
 """Share of the training rows held back to decide when to stop (not the reported held-out part)."""
+FOLDS = 5
+"""Networks of the k-fold ensemble trained by default on small tables."""
+SMALL_TABLE = 1000
+"""Training rows up to which the default is the k-fold ensemble (a held-back tenth: <= 100 rows)."""
+WEIGHT_DECAYS = (0.0, 0.01, 0.1)
+"""Weight decays a k-fold ensemble chooses among by default (by the mean held-back loss)."""
 
 
 class UserError(Exception):
@@ -145,48 +154,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     _hidden(settings["hidden"])
     if not 0.0 <= args.val_split < 1.0:
         raise UserError(f"--val-split must be in [0, 1), got {args.val_split}")
+    decays = _weight_decays(args.weight_decay)
     frame, target, encoder = _target(frame, args.target or default_target, args.task, args.data)
     classification = encoder.task == "classification"
     features = frame.drop(columns=[target])
     labels = encoder.transform(frame[target]) if classification else frame[target].to_numpy(np.float64)
     k = len(encoder.classes)
     train, test, fit, stop = _rows(labels, k, args, settings["patience"], classification)
-    early = stop is not None
-    stop = stop if early else (test if test is not None else train)
-    net = _network(args, settings, encoder)
-    net.metadata = {
-        "target_name": target,
-        "task": encoder.task,
-        "classes": encoder.classes,
-        "trained_on": str(args.data),
-    }
+    folds = _folds(args.folds, len(train), k, settings["patience"])
+    if decays is not None and len(decays) > 1 and folds == 1:
+        raise UserError("choosing among several --weight-decay values needs --folds 2 or more")
+    if decays is None:
+        decays = list(WEIGHT_DECAYS) if folds > 1 else [0.0]
     what = f"{k} classes" if classification else "regression"
     split = (
         f"{len(train)} train / {len(test)} held-out"
         if test is not None
         else f"{len(labels)} rows, no held-out part"
     )
-    _say(
-        f"Training on {args.data}: {split}, {features.shape[1]} columns, {what}; "
-        f"backend {net.backend.name} ({net.backend.device}), {args.dtype}",
-        args.quiet,
+    intro = f"Training on {args.data}: {split}, {features.shape[1]} columns, {what}"
+    if folds > 1:
+        result = _ensemble(args, settings, encoder, features.iloc[train], labels[train], folds, decays, intro)
+        net = result.network
+        histories = [m.history for m in result.chosen()]
+        names = [f"(fold {m.fold + 1})" for m in result.chosen()]
+    else:
+        net = _network(args, settings, encoder, decays[0])
+        _say(f"{intro}; backend {net.backend.name} ({net.backend.device}), {args.dtype}", args.quiet)
+        _fit_one(
+            net,
+            args,
+            settings,
+            encoder,
+            features,
+            labels,
+            fit,
+            stop if stop is not None else test,
+            stop is not None,
+        )
+        histories, names = [net.history], None
+    net.metadata.update(
+        {
+            "target_name": target,
+            "task": encoder.task,
+            "classes": encoder.classes,
+            "trained_on": str(args.data),
+        }
     )
-    callbacks: list[Any] = [_EpochLines(encoder, args.quiet, "held_back_" if early else "val_")]
-    if early:
-        callbacks.insert(0, EarlyStopping(patience=settings["patience"], restore_best_weights=True))
-    net.fit(
-        features.iloc[fit],
-        labels[fit],
-        epochs=settings["epochs"],
-        batch_size=settings["batch_size"],
-        validation_data=(features.iloc[stop], labels[stop]),
-        class_weight=_class_weight(args, classification),
-        callbacks=callbacks,
-        verbose=0,
-        preprocess="always",
-    )
-    if early:
-        _say(_stopped(callbacks[0], net), args.quiet)
     rows = test if test is not None else train
     metrics = _metrics(net, features.iloc[rows], labels[rows])
     prefix = "val_" if test is not None else "train_"
@@ -194,9 +208,130 @@ def cmd_train(args: argparse.Namespace) -> int:
     net.save(args.out)
     _say(f"saved {args.out}", args.quiet)
     if args.plot:
-        net.history.plot(args.plot)
+        plot_histories(histories, names, args.plot)
         _say(f"saved {args.plot}", args.quiet)
     return 0
+
+
+def _fit_one(
+    net: Network,
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    encoder: TargetEncoder,
+    features: Any,
+    labels: np.ndarray,
+    fit: np.ndarray,
+    watch: np.ndarray | None,
+    early: bool,
+) -> None:
+    """Train one network on rows ``fit``, stopping on the held-back rows ``watch`` when ``early``."""
+    callbacks: list[Any] = [_EpochLines(encoder, args.quiet, "held_back_" if early else "val_")]
+    if early:
+        callbacks.insert(0, EarlyStopping(patience=settings["patience"], restore_best_weights=True))
+    classification = encoder.task == "classification"
+    net.fit(
+        features.iloc[fit],
+        labels[fit],
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        validation_data=None if watch is None else (features.iloc[watch], labels[watch]),
+        class_weight=_class_weight(args, classification),
+        callbacks=callbacks,
+        verbose=0,
+        preprocess="always",
+    )
+    if early:
+        _say(_stopped(callbacks[0], net), args.quiet)
+
+
+def _ensemble(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    encoder: TargetEncoder,
+    features: Any,
+    labels: np.ndarray,
+    folds: int,
+    decays: list[float],
+    intro: str,
+) -> KFoldEnsemble:
+    """The k-fold ensemble of the training rows, with a line per network and one for the choice."""
+    classification = encoder.task == "classification"
+    probe = _network(args, settings, encoder, decays[0])
+    choice = f"; weight decay chosen among {', '.join(f'{d:g}' for d in decays)}" if len(decays) > 1 else ""
+    _say(
+        f"{intro}; backend {probe.backend.name} ({probe.backend.device}), {args.dtype}; "
+        f"{folds} networks, one per fold of the training rows{choice}",
+        args.quiet,
+    )
+    held_back = "held-back loss" if classification else "held-back rmse"
+
+    def report(member: Member) -> None:
+        _say(
+            f"fold {member.fold + 1}/{folds}, weight decay {member.weight_decay:g}: kept epoch "
+            f"{member.best_epoch} of {member.epochs}, {held_back} {_in_units(member.loss, encoder):.4g}",
+            args.quiet,
+        )
+
+    result = kfold_ensemble(
+        lambda decay, seed: _network(args, settings, encoder, decay, seed),
+        features,
+        labels,
+        folds=folds,
+        weight_decays=decays,
+        stratify=classification,
+        seed=args.seed,
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        patience=settings["patience"],
+        preprocess="always",
+        class_weight=_class_weight(args, classification),
+        report=report,
+    )
+    if len(decays) > 1:
+        scores = ", ".join(f"{d:g}: {_in_units(v, encoder):.4g}" for d, v in result.scores().items())
+        _say(
+            f"chose weight decay {result.weight_decay:g} (mean {held_back} by weight decay: {scores})",
+            args.quiet,
+        )
+    _say(f"the model averages the {folds} networks of weight decay {result.weight_decay:g}", args.quiet)
+    return result
+
+
+def _in_units(loss: float, encoder: TargetEncoder) -> float:
+    """A training loss as shown: itself for classes, an RMSE in the target's units for regression."""
+    if encoder.task == "classification":
+        return loss
+    return float(np.sqrt(loss)) * encoder.scaling.get("scale", 1.0)
+
+
+def _weight_decays(text: str | None) -> list[float] | None:
+    """``--weight-decay``: one number or several separated by commas (None: the default)."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(
+            f"--weight-decay takes numbers separated by commas, like 0,0.01,0.1; got {text!r}"
+        ) from None
+    if not values or any(not v >= 0 or not np.isfinite(v) for v in values):
+        raise UserError(f"--weight-decay must be >= 0, got {text!r}")
+    return values
+
+
+def _folds(asked: int | None, rows: int, k: int, patience: int) -> int:
+    """Networks of the ensemble: ``--folds``, else 5 on small tables with early stopping, else 1."""
+    if asked is not None:
+        if asked < 1:
+            raise UserError(f"--folds must be at least 1, got {asked}")
+        if asked > 1 and patience <= 0:
+            raise UserError("--folds 2 or more stops each network on its fold: it needs --patience above 0")
+        if asked > 1 and rows < asked * max(2, k):
+            raise UserError(f"--folds {asked} needs at least {asked * max(2, k)} training rows, got {rows}")
+        return asked
+    if patience <= 0 or rows > SMALL_TABLE or rows < FOLDS * max(2, k):
+        return 1
+    return FOLDS
 
 
 def _rows(
@@ -218,8 +353,6 @@ def _hidden_layers(sizes: list[int], activation: str, args: argparse.Namespace) 
     """Hidden layers: Dense (then BatchNormalization before the activation, then Dropout) per size."""
     if not 0.0 <= args.dropout < 1.0:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.weight_decay < 0:
-        raise UserError(f"--weight-decay must be >= 0, got {args.weight_decay}")
     layers: list[Layer] = []
     for size in sizes:
         if args.batch_norm:
@@ -237,23 +370,39 @@ def _class_weight(args: argparse.Namespace, classification: bool) -> str | None:
     return args.class_weight
 
 
-def _network(args: argparse.Namespace, settings: dict[str, Any], encoder: TargetEncoder) -> Network:
-    """The network the settings describe, with the output and loss the target needs."""
+def _network(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    encoder: TargetEncoder,
+    weight_decay: float,
+    seed: int | None = None,
+) -> Network:
+    """The network the settings describe, with the output and loss the target needs.
+
+    With ``--shortcut linear`` the hidden layers and the output layer form a
+    :class:`Residual` block whose shortcut is a linear map of the inputs, so
+    the network contains the linear model; a final sigmoid or softmax is its
+    own layer after it.
+    """
     k = len(encoder.classes)
     if encoder.task == "regression":
-        output, loss = Dense(1), "mse"
+        units, activation, loss = 1, None, "mse"
     elif k == 2:
-        output, loss = Dense(1, "sigmoid"), "binary_crossentropy"
+        units, activation, loss = 1, "sigmoid", "binary_crossentropy"
     else:
-        output, loss = Dense(k, "softmax"), "categorical_crossentropy"
+        units, activation, loss = k, "softmax", "categorical_crossentropy"
+    stack = [*_hidden_layers(_hidden(settings["hidden"]), settings["activation"], args), Dense(units)]
+    layers: list[Layer] = [Residual(stack, shortcut="linear")] if args.shortcut == "linear" else stack
+    if activation is not None:
+        layers.append(Activation(activation))
     return Network(
-        [*_hidden_layers(_hidden(settings["hidden"]), settings["activation"], args), output],
+        layers,
         loss=loss,
-        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=args.weight_decay),
+        optimizer=get_optimizer(args.optimizer, learning_rate=settings["lr"], weight_decay=weight_decay),
         backend=args.backend,
         device=args.device,
         dtype=args.dtype,
-        seed=args.seed,
+        seed=args.seed if seed is None else seed,
     )
 
 
@@ -461,7 +610,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-norm", dest="batch_norm", action="store_true", help="batch normalization in hidden layers"
     )
     train.add_argument("--dropout", type=float, default=0.0, help="dropout rate after hidden layers")
-    train.add_argument("--weight-decay", dest="weight_decay", type=float, default=0.0, help="L2 penalty")
+    train.add_argument(
+        "--weight-decay",
+        dest="weight_decay",
+        metavar="L2[,L2...]",
+        help="L2 penalty; several values separated by commas are chosen among by the mean held-back "
+        "loss of the folds (default: 0,0.01,0.1 with --folds 2 or more, else 0)",
+    )
+    train.add_argument(
+        "--folds",
+        type=int,
+        help="train one network per fold of the training rows, each stopped on its own fold, and "
+        f"average them; 1 trains one network stopped on a held-back tenth (default: {FOLDS} for at most "
+        f"{SMALL_TABLE:,} training rows, else 1)",
+    )
+    train.add_argument(
+        "--shortcut",
+        default="linear",
+        choices=["linear", "none"],
+        help="linear: add a linear map of the inputs to the last layer's output, so the network "
+        "contains the linear model (wide and deep); none: the plain stack (default: linear)",
+    )
     train.add_argument(
         "--class-weight",
         dest="class_weight",

@@ -105,6 +105,21 @@ def train_test_split(
     return X[mask], X[test_index], y[mask], y[test_index]
 
 
+def kfold(y: np.ndarray, folds: int, seed: int | None = 0, stratify: bool = True) -> list[np.ndarray]:
+    """Seeded ``folds``-fold partition of the rows of ``y``: the sorted row numbers of each fold.
+
+    Rows are shuffled and dealt to the folds in turn, class after class when
+    ``stratify`` (classification), so fold sizes differ by at most one and each
+    class is spread as evenly as its count allows.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or not 2 <= folds <= len(y):
+        raise ValueError(f"folds must be an integer from 2 to the number of rows ({len(y)}), got {folds!r}")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    order = np.concatenate([rng.permutation(members) for members in groups])
+    return [np.sort(order[i::folds]) for i in range(folds)]
+
+
 def standardization(X: np.ndarray) -> dict[str, list[float]]:
     """Mean and scale (standard deviation, 1 where it is 0) of each column, as JSON-able lists."""
     mean = X.mean(axis=0)

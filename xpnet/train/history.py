@@ -61,31 +61,48 @@ class History:
         Training and validation curves of one metric share a panel. With
         ``path`` the figure is saved as a PNG (and closed); the figure is returned.
         """
-        try:
-            import matplotlib
+        return plot_histories([self], path=path)
 
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError as exc:
-            raise ImportError("History.plot needs matplotlib: pip install matplotlib") from exc
-        if not self.epoch:
-            raise ValueError("the history is empty: train with fit() before plotting")
-        names = [k for k in self.history if not k.startswith("val_") and k != "lr"]
-        names += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in names]
-        fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
-        epochs = [e + 1 for e in self.epoch]
-        for ax, name in zip(axes[0], names):
-            for key, style in ((name, "-"), (f"val_{name}", "--")):
-                if key in self.history:
-                    ax.plot(epochs, self.history[key], style, marker="o", markersize=3, label=key)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(name)
-            ax.set_title(name)
-            ax.grid(True, alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
+
+def plot_histories(
+    histories: list[History], labels: list[str] | None = None, path: str | Path | None = None
+) -> Any:
+    """Draw the curves of several histories (e.g. the networks of an ensemble), a panel per metric.
+
+    Training curves are solid and validation curves dashed; ``labels`` name
+    each history in the legends. With ``path`` the figure is saved as a PNG
+    (and closed); the figure is returned.
+    """
+    try:
+        import matplotlib
+
         if path is not None:
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-        return fig
+            matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("History.plot needs matplotlib: pip install matplotlib") from exc
+    if not histories or not all(h.epoch for h in histories):
+        raise ValueError("the history is empty: train with fit() before plotting")
+    labels = labels or [""] * len(histories)
+    keys = [k for h in histories for k in h.history]
+    names = list(dict.fromkeys(k for k in keys if not k.startswith("val_") and k != "lr"))
+    names += list(dict.fromkeys(k[4:] for k in keys if k.startswith("val_") and k[4:] not in names))
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for i, (history, label) in enumerate(zip(histories, labels)):
+            epochs = [e + 1 for e in history.epoch]
+            color = f"C{i % 10}" if len(histories) > 1 else None
+            for key, style in ((name, "-"), (f"val_{name}", "--")):
+                if key in history.history:
+                    ax.plot(epochs, history.history[key], style, color=color, marker="o", markersize=3,
+                            label=f"{key} {label}".strip())  # fmt: skip
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_title(name)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small" if len(histories) > 1 else None)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return fig

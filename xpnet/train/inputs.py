@@ -315,6 +315,8 @@ def targets(net: Any, y: Any, n: int, name: str = "y") -> Array:
         raise ValueError(f"{name} is None; expected one target per sample")
     xp = net.backend.xp
     host = numeric(net, y, name)
+    if not isinstance(host, np.ndarray) and _wide_unsigned(host, xp):
+        host = to_numpy(host)  # the network's own array: checked and converted on the host, as NumPy's are
     if isinstance(host, np.ndarray) and host.dtype.kind == "u" and host.dtype.itemsize > 1:
         # torch lacks reductions on wide unsigned types; labels are small, so int64 holds them
         if host.size and int(host.max()) > np.iinfo(np.int64).max:
@@ -359,6 +361,11 @@ def targets(net: Any, y: Any, n: int, name: str = "y") -> Array:
     if net._classification and not bool(xp.all((t >= 0) & (t <= 1))):
         raise ValueError(f"{name} must hold targets in [0, 1] for {net.loss.name}")
     return t
+
+
+def _wide_unsigned(t: Array, xp: Any) -> bool:
+    """Whether ``t`` holds unsigned integers wider than 8 bits (which torch cannot reduce)."""
+    return bool(xp.isdtype(t.dtype, "unsigned integer")) and t.dtype != xp.uint8
 
 
 def is_integer(t: Array, xp: Any) -> bool:
