@@ -66,16 +66,12 @@ class TerminateOnNaN(Callback):
 
     def __init__(self, raise_error: bool = True) -> None:
         self.raise_error = raise_error
-        self._finite_at: tuple[int, Any] | None = None
-
-    def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
-        self._finite_at = None
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         loss = logs.get("loss", 0.0)
         if not math.isfinite(loss):
             what, detail = f"the training loss became {loss}", ""
-        elif not self._parameters_finite(net):
+        elif not parameters_finite(net):
             what, detail = "the network's parameters became NaN or infinite", " (its loss was still finite)"
         else:
             return
@@ -86,18 +82,6 @@ class TerminateOnNaN(Callback):
                 "(network.history holds every epoch up to it). Try a smaller learning rate "
                 "or check the scale of the data."
             )
-
-    def _parameters_finite(self, net: Any) -> bool:
-        # Fused epochs are reported after they all ran, each with the same final parameters:
-        # those are checked once, keyed by the optimizer and its step count.
-        optimizer = getattr(net, "optimizer", None)
-        mark = (id(optimizer), getattr(optimizer, "iterations", None))
-        if mark[1] is not None and mark == self._finite_at:
-            return True
-        if not parameters_finite(net):
-            return False
-        self._finite_at = mark if mark[1] is not None else None
-        return True
 
 
 _MAXIMIZED = ("accuracy", "precision", "recall", "f1", "auc")
