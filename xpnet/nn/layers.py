@@ -38,6 +38,7 @@ tutorial loop (``examples/by_hand.py``). ``Network`` never uses them.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,22 @@ class Layer:
     def init_state(self) -> State:
         """Fresh non-trained state on the layer's backend (none for this layer)."""
         return {}
+
+    def detached(self) -> Layer:
+        """A copy with the same configuration and build but no arrays, for compiled math.
+
+        A compiled step shared by networks of one structure keeps the layers
+        it was traced with; detached copies keep no network's arrays alive.
+        """
+        twin = copy.copy(self)
+        twin.params, twin.state, twin.grads = {}, {}, {}
+        twin.__dict__.pop("_cache", None)
+        twin.__dict__.pop("rng", None)
+        return twin
+
+    def sublayers(self) -> list[Layer]:
+        """The layers inside this one (blocks), in order; none for a plain layer."""
+        return []
 
     def to(self, backend: Backend) -> None:
         """Move parameters and state to ``backend``; the by-hand cache is dropped."""

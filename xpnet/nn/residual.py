@@ -167,6 +167,12 @@ class _Chain:
         for layer in self.layers:
             layer.backend = backend
 
+    def detached(self) -> _Chain:
+        """The same chain of :meth:`Layer.detached` layers."""
+        twin = _Chain([layer.detached() for layer in self.layers])
+        twin._widths = self._widths
+        return twin
+
 
 class Residual(Layer):
     """Adds the input, or a linear map of it, to the output of ``layers``.
@@ -216,6 +222,15 @@ class Residual(Layer):
     def layers(self) -> list[Layer]:
         """The inner layers (used for their math only)."""
         return self.chain.layers
+
+    def sublayers(self) -> list[Layer]:
+        return list(self.layers)
+
+    def detached(self) -> Residual:
+        twin = super().detached()
+        assert isinstance(twin, Residual)
+        twin.chain = self.chain.detached()
+        return twin
 
     @property
     def linear(self) -> bool:
@@ -352,6 +367,15 @@ class Parallel(Layer):
             inner = ", ".join(described)
         extra = "" if self.merge == "mean" else f", merge={self.merge!r}"
         return f"Parallel([{inner}]{extra})"
+
+    def sublayers(self) -> list[Layer]:
+        return [layer for branch in self.branches for layer in branch.layers]
+
+    def detached(self) -> Parallel:
+        twin = super().detached()
+        assert isinstance(twin, Parallel)
+        twin.branches = [branch.detached() for branch in self.branches]
+        return twin
 
     def output_features(self, in_features: int) -> int:
         widths = [branch.features(in_features) for branch in self.branches]

@@ -17,6 +17,7 @@ by-hand path over layers' ``grads``.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -115,6 +116,12 @@ class Optimizer(ABC):
         config = {k: v for k, v in self.get_config().items() if v is not None or not k.startswith("clip_")}
         args = ", ".join(f"{k}={v!r}" for k, v in config.items())
         return f"{type(self).__name__}({args})"
+
+    def detached(self) -> Optimizer:
+        """A copy with the same hyper-parameters and no state, for a shared compiled step."""
+        twin = copy.copy(self)
+        twin.state = {}
+        return twin
 
     def step(self, layers: Sequence[Any]) -> None:
         """Update every parameter of ``layers`` from its gradient in ``layer.grads``."""

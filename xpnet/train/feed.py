@@ -36,7 +36,7 @@ from ..backend.compile import Epoch, EpochPlan
 from ..data import streams
 from ..distributed import Communicator, flatten, unflatten
 from ..nn.metrics import prediction_count
-from . import step
+from . import compiled, step
 from .batches import Preparer
 from .history import History
 
@@ -275,7 +275,7 @@ def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     if backend.name == "jax" and net.compile is not False and not distributed:
         key = ("stream", net.dtype, step.signature(model))
         if key not in net._runners:
-            net._runners[key] = _jax_step(model, net)
+            net._runners[key] = _shared_jax_step(model, backend, np.dtype(net.dtype))
         return net._runners[key]
     inplace = backend.mutable and net.compile is not False
 
@@ -285,18 +285,24 @@ def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     return eager
 
 
-def _jax_step(model: step.Model, net: Any) -> Any:
+def _shared_jax_step(model: step.Model, backend: Any, dtype: np.dtype) -> Any:
+    """:func:`_jax_step`, one per structure for the process (:mod:`xpnet.train.compiled`)."""
+    if not compiled.ours(model.layers, model.loss, model.optimizer):
+        return _jax_step(model, dtype)
+    key = ("stream", backend, str(dtype), step.structure(model))
+    return compiled.shared(key, lambda: _jax_step(step.detached(model), dtype))
+
+
+def _jax_step(model: step.Model, dtype: np.dtype) -> Any:
     import jax
     import jax.numpy as jnp
-
-    dtype = np.dtype(net.dtype)
 
     def pure(
         params: Any, opt: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, number: Any, lr: Any
     ) -> Any:
         return tuple(step.train_step(model, params, opt, states, x, y, w, noise, number, lr, xp=jnp))
 
-    compiled = jax.jit(pure)
+    jitted = jax.jit(pure)
 
     def run(
         params: Any,
@@ -312,7 +318,7 @@ def _jax_step(model: step.Model, net: Any) -> Any:
         xp: Any,
     ) -> Any:
         opt = step.initial_opt_state(model, params, opt, jnp)
-        return compiled(params, opt, states, x, y, w, noise, np.asarray(number, dtype), np.asarray(lr, dtype))
+        return jitted(params, opt, states, x, y, w, noise, np.asarray(number, dtype), np.asarray(lr, dtype))
 
     return run
 

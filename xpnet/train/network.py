@@ -219,7 +219,7 @@ class Network(Trainer, Predictor):
         model = self._model()
         key = (self.backend, self.compile, self.dtype, step.signature(model))
         if key not in self._runners:
-            self._runners[key] = step.runner(model, self.backend, self.compile)
+            self._runners[key] = step.runner(model, self.backend, self.compile, share=True)
         return self._runners[key]
 
     # -- checkpoints -----------------------------------------------------------------------

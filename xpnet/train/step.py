@@ -27,7 +27,7 @@ from ..nn.layers import Layer
 from ..nn.losses import CategoricalCrossentropy, Loss
 from ..nn.metrics import correct_count
 from ..optim.optimizers import Optimizer
-from . import fusion
+from . import compiled, fusion
 
 Array = Any
 Params = list[dict[str, Array]]
@@ -273,8 +273,30 @@ def initial_opt_state(model: Model, params: Params, opt_state: OptState, xp: Any
     return full
 
 
-def runner(model: Model, backend: Backend, compile: bool | None) -> Any:
-    """The backend's runner (:mod:`xpnet.backend.compile`) for ``model``'s step."""
+def runner(model: Model, backend: Backend, compile: bool | None, *, share: bool = False) -> Any:
+    """The backend's runner (:mod:`xpnet.backend.compile`) for ``model``'s step.
+
+    ``share=True`` (only for a model whose transform follows from its
+    optimizer's configuration): on JAX, one compiled runner serves every
+    model of the same structure (:mod:`xpnet.train.compiled`).
+    """
+    if share and _compiles(backend, compile) and compiled.ours(model.layers, model.loss, model.optimizer):
+        key = ("train", backend, compile, structure(model))
+        return compiled.shared(key, lambda: _runner(detached(model), backend, compile))
+    return _runner(model, backend, compile)
+
+
+def _compiles(backend: Backend, compile: bool | None) -> bool:
+    return backend.name == "jax" and compile is not False
+
+
+def detached(model: Model) -> Model:
+    """``model`` with :meth:`~xpnet.nn.layers.Layer.detached` layers and optimizer: no arrays."""
+    layers = tuple(layer.detached() for layer in model.layers)
+    return Model(layers, model.loss, model.optimizer.detached(), model.transform, model.trainable)
+
+
+def _runner(model: Model, backend: Backend, compile: bool | None) -> Any:
     xp = backend.xp
 
     def run_step(params: Params, opt_state: OptState, states: LayerState, *args: Any, **options: Any) -> Any:
@@ -295,7 +317,14 @@ def inference(layers: Sequence[Layer], backend: Backend, compile: bool | None) -
     output and, with ``keep_cache``, the last layer's cache (else None).
     """
     layers = tuple(layers)
+    if _compiles(backend, compile) and compiled.ours(layers):
+        key = ("inference", backend, compile, _layer_structure(layers))
+        detached = tuple(layer.detached() for layer in layers)
+        return compiled.shared(key, lambda: _inference(detached, backend, compile))
+    return _inference(layers, backend, compile)
 
+
+def _inference(layers: tuple[Layer, ...], backend: Backend, compile: bool | None) -> Any:
     def run(params: Params, states: LayerState, x: Array, *, xp: Any, keep_cache: bool) -> tuple[Array, Any]:
         out, caches, _ = forward(layers, params, states, x, training=False, xp=xp, keep_caches=False)
         return out, caches[-1] if keep_cache else None
@@ -307,3 +336,13 @@ def signature(model: Model) -> tuple[Any, ...]:
     """What a compiled step depends on besides array shapes (the learning rate is an argument)."""
     config = {k: v for k, v in model.optimizer.get_config().items() if k != "learning_rate"}
     return (type(model.optimizer), repr(config), repr(model.loss), tuple(map(repr, model.layers)))
+
+
+def structure(model: Model) -> tuple[Any, ...]:
+    """:func:`signature` plus what a shared step also depends on: layer dtypes and which layers train."""
+    return (*signature(model), model.trainable, _layer_structure(model.layers))
+
+
+def _layer_structure(layers: Sequence[Layer]) -> tuple[Any, ...]:
+    """Each layer's class, configuration and dtype (a block's inner layers are in its ``repr``)."""
+    return tuple((type(layer), repr(layer), str(layer.dtype)) for layer in layers)
