@@ -181,3 +181,28 @@ def test_bad_fit_options_are_refused(options, message):
     x, y = _data()
     with pytest.raises(ValueError, match=message):
         _net("numpy").fit(x, y, verbose=0, **options)
+
+
+@pytest.mark.parametrize("loss", ["mse", "binary_crossentropy", "categorical_crossentropy", "huber", "mae"])
+def test_a_batch_of_zero_weights_has_zero_loss_and_zero_gradients(backend, loss):
+    rng = np.random.default_rng(3)
+    y = np.eye(3)[rng.integers(0, 3, 6)] if loss == "categorical_crossentropy" else rng.integers(0, 2, (6, 3))
+    pred = backend.asarray(rng.uniform(0.1, 0.9, (6, 3)), "float64")
+    target = backend.asarray(y.astype(np.float64), "float64")
+    zeros = backend.asarray(np.zeros(6), "float64")
+    value, grad = xn.get_loss(loss).value_and_gradient(pred, target, sample_weight=zeros)
+    assert float(value) == 0.0
+    np.testing.assert_array_equal(xn.to_numpy(grad), np.zeros((6, 3)))
+
+
+def test_a_batch_whose_rows_all_weigh_zero_changes_nothing(backend):
+    """Unshuffled, the first batch weighs 0: plain SGD then ends where training without it ends."""
+    x, y = _data()
+    weight = np.ones(len(y))
+    weight[:8] = 0.0
+    nets = [_net(backend, optimizer=xn.SGD(0.1)) for _ in range(2)]
+    nets[0].fit(x, y, sample_weight=weight, batch_size=8, epochs=3, shuffle=False, verbose=0)
+    nets[1].fit(x[8:], y[8:], batch_size=8, epochs=3, shuffle=False, verbose=0)
+    assert np.all(np.isfinite(nets[0].history.history["loss"]))
+    for got, want in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

@@ -418,7 +418,8 @@ class _Work:
         if w is None:
             scale: Any = 1.0 / (t.shape[0] * per_sample)
         else:  # as the generic element_scale: w_i / (per_sample * sum(w)), one factor per row
-            scale = np.divide(w.reshape(-1, 1), float(w.sum()) * per_sample, out=buf.column)
+            total = float(w.sum()) or 1.0  # all weights 0: a 0 loss and 0 gradients
+            scale = np.divide(w.reshape(-1, 1), total * per_sample, out=buf.column)
         if kind == "binary_crossentropy":
             return self._binary(buf, t, w, scale, lr)
         if kind == "categorical_crossentropy":

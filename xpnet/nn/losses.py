@@ -3,10 +3,11 @@
 Each loss has a per-sample value ``l_i``: the mean over outputs for the
 elementwise losses (``mse``, ``mae``, ``huber``, ``binary_crossentropy``), the
 sum over classes for ``categorical_crossentropy``. The loss is the mean of
-``l_i`` over the batch or, given per-sample weights ``sample_weight`` (``w``) of shape ``(n,)``,
-``sum(w_i * l_i) / sum(w_i)``. Cross-entropies take probabilities by default
-and logits with ``from_logits=True``; the logit forms are the fused, stable
-pairs (sigmoid + BCE, softmax + CE) whose gradient is ``(p - y) / n``.
+``l_i`` over the batch or, given per-sample weights ``sample_weight`` (``w``)
+of shape ``(n,)``, ``sum(w_i * l_i) / sum(w_i)`` (0, with 0 gradients, when
+every weight is 0). Cross-entropies take probabilities by default and logits
+with ``from_logits=True``; the logit forms are the fused, stable pairs
+(sigmoid + BCE, softmax + CE) whose gradient is ``(p - y) / n``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def element_scale(y: Array, w: Array | None, per_sample: int, xp: Any) -> Array 
     shape ``(n,)`` it is ``w_i / (per_sample * sum(w))`` on row ``i``, so the
     loss is ``sum(w_i * l_i) / sum(w_i)`` with ``l_i`` the row's sum of terms
     divided by ``per_sample``. The gradient of the loss is the elementwise
-    derivative times the same factor.
+    derivative times the same factor. When every weight is 0 the factor is 0.
     """
     n = int(y.shape[0])
     if w is None:
@@ -45,7 +46,10 @@ def element_scale(y: Array, w: Array | None, per_sample: int, xp: Any) -> Array 
         raise ValueError(f"sample weights must have shape ({n},), one per sample; got {tuple(w.shape)}")
     w = w if w.dtype == y.dtype else xp.astype(w, y.dtype)
     column = xp.reshape(w, (n,) + (1,) * (y.ndim - 1))
-    return column / (xp.sum(w) * per_sample)
+    total = xp.sum(w)
+    # Rows that all weigh 0 add nothing (a 0 loss, 0 gradients), not 0 / 0.
+    total = xp.where(total > 0, total, xp.ones_like(total))
+    return column / (total * per_sample)
 
 
 def _weighted_sum(terms: Array, scale: Array | float, xp: Any) -> Array:

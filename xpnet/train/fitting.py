@@ -89,7 +89,8 @@ class Trainer:
             Arrays and memmaps only: batches and file readers have no rows to
             set aside before training.
         sample_weight : array_like, shape (samples,), optional
-            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``;
+            Non-negative weights: each batch's loss is ``sum(w_i * l_i) / sum(w_i)``
+            (0, with 0 gradients, for a batch whose rows all weigh 0);
             accuracy judges the rows of non-zero weight. A memmap (read in
             chunks) with a memmap ``X``; batches carry theirs as ``w_b``.
         class_weight : dict or "balanced", optional

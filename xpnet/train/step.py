@@ -202,7 +202,8 @@ def train_step(
         The batch.
     weight : Array or None
         Per-sample weights ``(n,)``: loss ``sum(w_i l_i) / sum(w_i)``; rows of
-        weight 0 change nothing. None: the plain mean.
+        weight 0 change nothing, and a batch of them only gives 0 gradients to
+        the optimizer. None: the plain mean.
     noise : list or None
         Each layer's device copy of :meth:`~xpnet.nn.layers.Layer.draw`.
     step : int or 0-d array
