@@ -75,14 +75,21 @@ def typecheck(session: nox.Session) -> None:
     session.run(_shared(session), "-m", "mypy", "xpnet", external=True)
 
 
+def _workers() -> list[str]:
+    """pytest-xdist's ``-n`` for this machine: one worker per core, at most 4 (each imports
+    every backend, about 1 GB); ``$XPNET_TEST_WORKERS`` overrides, 1 runs in one process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    count = int(os.environ.get("XPNET_TEST_WORKERS", min(cores, 4)))
+    return ["-n", str(count)] if count > 1 else []
+
+
 def _tests(backend: str) -> None:
     if backend != "cupy":
 
         @nox.session(name=f"tests-{backend}", venv_backend="none")
         def shared_session(session: nox.Session) -> None:
-            session.run(
-                _shared(session), "-m", "pytest", "--backend", backend, *session.posargs, external=True
-            )
+            args = ["--backend", backend, *_workers(), *session.posargs]
+            session.run(_shared(session), "-m", "pytest", *args, external=True)
 
         shared_session.__doc__ = f"The test suite on the {backend} backend."
         return
@@ -97,7 +104,7 @@ def _tests(backend: str) -> None:
             )
             if str(session.run("python", "-c", probe, silent=True)).strip() in ("", "0"):
                 session.skip("no CUDA device here: the cupy tests need a GPU (see docs/gpu.md)")
-        session.run("pytest", "--backend", backend, *session.posargs)
+        session.run("pytest", "--backend", backend, *_workers(), *session.posargs)
 
     session_function.__doc__ = f"The test suite on the {backend} backend."
 
