@@ -4,8 +4,8 @@
     mpiexec -n 3 python benchmarks/equivalence.py
 
 float64, Adam, dropout 0.3, shuffled, 1001 rows in batches of 64 (the last has 41 rows), 5 epochs, on
-numpy and torch. Every rank trains the single-process reference too; rank 0 prints the largest
-difference of any weight and of any logged loss or accuracy, over all ranks.
+numpy, torch and jax (compiled). Every rank trains the single-process reference too; rank 0 prints the
+largest difference of any weight and of any logged loss or accuracy, over all ranks.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def main() -> None:
     comm = xn.distributed.init()
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(1001, 20)), rng.integers(0, 5, 1001)
-    for backend in ("numpy", "torch"):
+    for backend in ("numpy", "torch", "jax"):
         alone, net = network(backend), network(backend)
         want = alone.fit(X, y, epochs=5, batch_size=64, verbose=0).history
         got = net.fit(X, y, epochs=5, batch_size=64, distributed=comm, verbose=0).history

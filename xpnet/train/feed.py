@@ -26,7 +26,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,6 +182,9 @@ class StreamFeed:
         self.steps = source.num_batches(batch_size)
         self.share = 1.0
         model = net._model()
+        if self.comm is not None and _jits(net):
+            self.step = _jax_distributed_step(net, model, self.comm, lambda: self.share)
+            return
         if self.comm is not None:
             clip = model.transform  # clipping, if any, acts on the averaged gradients
 
@@ -190,7 +193,6 @@ class StreamFeed:
                 return summed if clip is None else clip(summed, xp)
 
             model = step.Model(model.layers, model.loss, model.optimizer, transform=transform)
-        self.model = model
         self.step = _step_function(net, model, distributed=self.comm is not None)
 
     def _allreduce(self, grads: step.Params, xp: Any) -> step.Params:
@@ -264,15 +266,19 @@ def _built(net: Any, batches: Iterator[streams.Batch]) -> Iterator[streams.Batch
     return chained()
 
 
+def _jits(net: Any) -> bool:
+    return bool(net.backend.name == "jax" and net.compile is not False)
+
+
 def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     """``step(params, opt, states, x, y, w, noise, number, lr, xp=xp)`` for streamed batches.
 
     JAX compiles one step (a ``jax.jit`` per batch shape) unless ``compile=False``
-    or the step holds an MPI collective; other backends run it eagerly, in place
-    where the arrays are writeable and ``compile`` is not False.
+    (with an MPI collective, :func:`_jax_distributed_step`); other backends run
+    it eagerly, in place where the arrays are writeable and ``compile`` is not False.
     """
     backend = net.backend
-    if backend.name == "jax" and net.compile is not False and not distributed:
+    if _jits(net) and not distributed:
         key = ("stream", net.dtype, step.signature(model))
         if key not in net._runners:
             net._runners[key] = _shared_jax_step(model, backend, np.dtype(net.dtype))
@@ -321,6 +327,73 @@ def _jax_step(model: step.Model, dtype: np.dtype) -> Any:
         return jitted(params, opt, states, x, y, w, noise, np.asarray(number, dtype), np.asarray(lr, dtype))
 
     return run
+
+
+def _jax_distributed_step(net: Any, model: step.Model, comm: Communicator, share: Callable[[], float]) -> Any:
+    """The distributed step on JAX: two compiled halves with the allreduce on the host between.
+
+    The first half computes this rank's gradients flattened into one buffer
+    scaled by its ``share()`` of the global batch; the second unflattens the
+    summed buffer, clips it (``model.transform``) and updates. An MPI
+    collective cannot run inside ``jax.jit``; this keeps everything else there.
+    """
+    import jax.numpy as jnp
+
+    dtype = np.dtype(net.dtype)
+    key = ("halves", net.dtype, step.signature(model))
+    if key not in net._runners:
+        net._runners[key] = _shared_halves(model, net.backend)
+    gradients, update = net._runners[key]
+
+    def run(
+        params: Any,
+        opt: Any,
+        states: Any,
+        x: Any,
+        y: Any,
+        w: Any,
+        noise: Any,
+        number: Any,
+        lr: Any,
+        *,
+        xp: Any,
+    ) -> Any:
+        opt = step.initial_opt_state(model, params, opt, jnp)
+        flat, states, value, correct = gradients(params, states, x, y, w, noise, np.asarray(share(), dtype))
+        total = comm.allreduce_sum(flat)
+        params, opt = update(params, opt, total, np.asarray(number, dtype), np.asarray(lr, dtype))
+        return params, opt, states, value, correct
+
+    return run
+
+
+def _shared_halves(model: step.Model, backend: Any) -> tuple[Any, Any]:
+    """:func:`_jax_halves`, one pair per structure for the process (:mod:`xpnet.train.compiled`)."""
+    if not compiled.ours(model.layers, model.loss, model.optimizer):
+        return _jax_halves(model)
+    key = ("halves", backend, step.structure(model))
+    return compiled.shared(key, lambda: _jax_halves(step.detached(model)))
+
+
+def _jax_halves(model: step.Model) -> tuple[Any, Any]:
+    """``gradients(params, states, x, y, w, noise, share) -> (flat, states, loss, correct)`` and
+    ``update(params, opt, flat, number, lr) -> (params, opt)``, each under ``jax.jit``."""
+    import jax
+    import jax.numpy as jnp
+    from jax.flatten_util import ravel_pytree
+
+    def gradients(params: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, share: Any) -> Any:
+        grads, states, value, correct = step.gradients(model, params, states, x, y, w, noise, xp=jnp)
+        flat, _ = ravel_pytree(grads)  # gradients have the parameters' structure
+        return flat * share, states, value, correct
+
+    def update(params: Any, opt: Any, flat: Any, number: Any, lr: Any) -> Any:
+        grads = ravel_pytree(params)[1](flat)
+        if model.transform is not None:
+            grads = model.transform(grads, jnp)
+        return step.apply_gradients(model, params, opt, grads, number, lr, xp=jnp)
+
+    return jax.jit(gradients), jax.jit(update)
 
 
 # -- distributed setup -----------------------------------------------------------------------------------

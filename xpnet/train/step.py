@@ -219,6 +219,78 @@ def train_step(
         New params, optimizer state and layer state; the batch loss (0-d)
         and, for classification losses, its correct count (0-d), else None.
     """
+    if model.transform is not None:
+        grads, new_state, value, correct = gradients(model, params, layer_state, x, y, weight, noise, xp=xp)
+        grads = model.transform(grads, xp)
+        new_params, new_opt = apply_gradients(
+            model, params, opt_state, grads, step, learning_rate, xp=xp, inplace=inplace
+        )
+        return StepResult(new_params, new_opt, new_state, value, correct)
+    caches, new_layer_state, value, grad, from_logits, correct = _forward_loss(
+        model, params, layer_state, x, y, weight, noise, xp
+    )
+    new_params = list(params)
+    new_opt = dict(opt_state)
+    update = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
+    backward(model, params, caches, grad, from_logits, xp, update)
+    return StepResult(new_params, new_opt, new_layer_state, value, correct)
+
+
+def gradients(
+    model: Model,
+    params: Params,
+    layer_state: LayerState,
+    x: Array,
+    y: Array,
+    weight: Array | None,
+    noise: Sequence[Any] | None,
+    *,
+    xp: Any,
+) -> tuple[Params, LayerState, Array, Array | None]:
+    """The first half of :func:`train_step`: every layer's gradients (``{}`` for layers without
+    parameters), the new layer state, the batch loss and the correct count (or None)."""
+    caches, new_layer_state, value, grad, from_logits, correct = _forward_loss(
+        model, params, layer_state, x, y, weight, noise, xp
+    )
+    collected: Params = [{} for _ in model.layers]
+    backward(model, params, caches, grad, from_logits, xp, collected.__setitem__)
+    return collected, new_layer_state, value, correct
+
+
+def apply_gradients(
+    model: Model,
+    params: Params,
+    opt_state: OptState,
+    grads: Params,
+    step: Any,
+    learning_rate: Any,
+    *,
+    xp: Any,
+    inplace: bool = False,
+) -> tuple[Params, OptState]:
+    """The second half of :func:`train_step`: the optimizer's update from ``grads`` (as
+    :func:`gradients` gives them, after any transform), returning new params and state."""
+    new_params = list(params)
+    new_opt = dict(opt_state)
+    update = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
+    for i, layer_grads in enumerate(grads):
+        if layer_grads:
+            update(i, layer_grads)
+    return new_params, new_opt
+
+
+def _forward_loss(
+    model: Model,
+    params: Params,
+    layer_state: LayerState,
+    x: Array,
+    y: Array,
+    weight: Array | None,
+    noise: Sequence[Any] | None,
+    xp: Any,
+) -> tuple[list[Any], LayerState, Array, Array, bool, Array | None]:
+    """The training forward pass and loss: caches, new layer state, loss, its gradient, whether
+    that is w.r.t. the logits, and the correct count (None for regression)."""
     out, caches, new_layer_state = forward(
         model.layers, params, layer_state, x, training=True, xp=xp, noise=noise
     )
@@ -226,10 +298,21 @@ def train_step(
     correct = None
     if model.loss.classification:
         correct = correct_count(prob, y, xp, binary=model.binary, sample_weight=weight)
-    del out, prob
-    new_params = list(params)
-    new_opt = dict(opt_state)
+    return caches, new_layer_state, value, grad, from_logits, correct
 
+
+def _updater(
+    model: Model,
+    params: Params,
+    new_params: Params,
+    new_opt: OptState,
+    step: Any,
+    learning_rate: Any,
+    xp: Any,
+    inplace: bool,
+) -> Callable[[int, dict[str, Array]], None]:
+    """``update(i, grads)``: layer ``i``'s new parameters and optimizer state into ``new_params``
+    and ``new_opt``."""
     optimizer = model.optimizer
     options = {"inplace": inplace, "step": step, "learning_rate": learning_rate}
     if model.spoils_grads:
@@ -243,16 +326,7 @@ def train_step(
             fresh[name], new_opt[key] = optimizer.update(value, grads[name], state, xp, **options)
         new_params[i] = fresh
 
-    if model.transform is None:
-        backward(model, params, caches, grad, from_logits, xp, update)
-    else:
-        collected: Params = [{} for _ in model.layers]
-        backward(model, params, caches, grad, from_logits, xp, collected.__setitem__)
-        del caches
-        for i, grads in enumerate(model.transform(collected, xp)):
-            if grads:
-                update(i, grads)
-    return StepResult(new_params, new_opt, new_layer_state, value, correct)
+    return update
 
 
 def draw_noise(
