@@ -49,6 +49,23 @@ def test_equal_structures_share_functions_on_jax_and_train_as_if_alone(backend):
     assert second.history.history == alone.history.history
 
 
+def test_streamed_fits_share_their_compiled_step_and_train_as_if_alone(backend):
+    batches = [(X[i : i + 16], LABELS[i : i + 16]) for i in range(0, len(X), 16)]
+    first, second = _net(backend, seed=1), _net(backend, seed=2)
+    for net in (first, second):
+        net.fit(batches, epochs=2, verbose=0)
+    steps = [[f for key, f in net._runners.items() if key[0] == "stream"] for net in (first, second)]
+    if backend.name == "jax":
+        assert steps[0][0] is steps[1][0]
+    else:  # the other backends run the step eagerly: nothing compiled to keep
+        assert steps == [[], []]
+    compiled.clear()
+    alone = _net(backend, seed=2)
+    alone.fit(batches, epochs=2, verbose=0)
+    for got, want in zip(second.get_weights(), alone.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_other_hyper_parameters_or_dtypes_get_their_own_functions(backend):
     base = _functions(_trained(_net(backend)))
     decayed = _functions(_trained(_net(backend, decay=0.1)))

@@ -36,7 +36,7 @@ from ..backend.compile import Epoch, EpochPlan
 from ..data import streams
 from ..distributed import Communicator, flatten, unflatten
 from ..nn.metrics import prediction_count
-from . import compiled, step
+from . import step
 from .batches import Preparer
 from .history import History
 
@@ -281,7 +281,8 @@ def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     if _jits(net) and not distributed:
         key = ("stream", net.dtype, step.signature(model))
         if key not in net._runners:
-            net._runners[key] = _shared_jax_step(model, backend, np.dtype(net.dtype))
+            dtype = np.dtype(net.dtype)
+            net._runners[key] = step.per_structure("stream", model, backend, lambda m: _jax_step(m, dtype))
         return net._runners[key]
     inplace = backend.mutable and net.compile is not False
 
@@ -289,14 +290,6 @@ def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
         return step.train_step(model, params, opt, states, *args, xp=xp, inplace=inplace)
 
     return eager
-
-
-def _shared_jax_step(model: step.Model, backend: Any, dtype: np.dtype) -> Any:
-    """:func:`_jax_step`, one per structure for the process (:mod:`xpnet.train.compiled`)."""
-    if not compiled.ours(model.layers, model.loss, model.optimizer):
-        return _jax_step(model, dtype)
-    key = ("stream", backend, str(dtype), step.structure(model))
-    return compiled.shared(key, lambda: _jax_step(step.detached(model), dtype))
 
 
 def _jax_step(model: step.Model, dtype: np.dtype) -> Any:
@@ -342,7 +335,7 @@ def _jax_distributed_step(net: Any, model: step.Model, comm: Communicator, share
     dtype = np.dtype(net.dtype)
     key = ("halves", net.dtype, step.signature(model))
     if key not in net._runners:
-        net._runners[key] = _shared_halves(model, net.backend)
+        net._runners[key] = step.per_structure("halves", model, net.backend, _jax_halves)
     gradients, update = net._runners[key]
 
     def run(
@@ -365,14 +358,6 @@ def _jax_distributed_step(net: Any, model: step.Model, comm: Communicator, share
         return params, opt, states, value, correct
 
     return run
-
-
-def _shared_halves(model: step.Model, backend: Any) -> tuple[Any, Any]:
-    """:func:`_jax_halves`, one pair per structure for the process (:mod:`xpnet.train.compiled`)."""
-    if not compiled.ours(model.layers, model.loss, model.optimizer):
-        return _jax_halves(model)
-    key = ("halves", backend, step.structure(model))
-    return compiled.shared(key, lambda: _jax_halves(step.detached(model)))
 
 
 def _jax_halves(model: step.Model) -> tuple[Any, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from ..nn.metrics import correct_count
 from ..optim.optimizers import Optimizer
 from . import compiled, fusion
 
+T = TypeVar("T")
 Array = Any
 Params = list[dict[str, Array]]
 OptState = dict[str, dict[str, Array]]
@@ -355,10 +356,17 @@ def runner(model: Model, backend: Backend, compile: bool | None, *, share: bool 
     optimizer's configuration): on JAX, one compiled runner serves every
     model of the same structure (:mod:`xpnet.train.compiled`).
     """
-    if share and _compiles(backend, compile) and compiled.ours(model.layers, model.loss, model.optimizer):
-        key = ("train", backend, compile, structure(model))
-        return compiled.shared(key, lambda: _runner(detached(model), backend, compile))
+    if share and _compiles(backend, compile):
+        return per_structure(("train", compile), model, backend, lambda m: _runner(m, backend, compile))
     return _runner(model, backend, compile)
+
+
+def per_structure(kind: Any, model: Model, backend: Backend, make: Callable[[Model], T]) -> T:
+    """``make(model)``, or on a model of xpnet's own classes the one ``make(detached(model))``
+    of its structure and ``kind`` that the process keeps (:mod:`xpnet.train.compiled`)."""
+    if not compiled.ours(model.layers, model.loss, model.optimizer):
+        return make(model)
+    return compiled.shared((kind, backend, structure(model)), lambda: make(detached(model)))
 
 
 def _compiles(backend: Backend, compile: bool | None) -> bool:
