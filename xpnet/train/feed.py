@@ -303,19 +303,8 @@ def _jax_step(model: step.Model, dtype: np.dtype) -> Any:
 
     jitted = jax.jit(pure)
 
-    def run(
-        params: Any,
-        opt: Any,
-        states: Any,
-        x: Any,
-        y: Any,
-        w: Any,
-        noise: Any,
-        number: Any,
-        lr: Any,
-        *,
-        xp: Any,
-    ) -> Any:
+    def run(params: Any, opt: Any, states: Any, *batch: Any, xp: Any) -> Any:
+        x, y, w, noise, number, lr = batch
         opt = step.initial_opt_state(model, params, opt, jnp)
         return jitted(params, opt, states, x, y, w, noise, np.asarray(number, dtype), np.asarray(lr, dtype))
 
@@ -338,19 +327,8 @@ def _jax_distributed_step(net: Any, model: step.Model, comm: Communicator, share
         net._runners[key] = step.per_structure("halves", model, net.backend, _jax_halves)
     gradients, update = net._runners[key]
 
-    def run(
-        params: Any,
-        opt: Any,
-        states: Any,
-        x: Any,
-        y: Any,
-        w: Any,
-        noise: Any,
-        number: Any,
-        lr: Any,
-        *,
-        xp: Any,
-    ) -> Any:
+    def run(params: Any, opt: Any, states: Any, *batch: Any, xp: Any) -> Any:
+        x, y, w, noise, number, lr = batch
         opt = step.initial_opt_state(model, params, opt, jnp)
         flat, states, value, correct = gradients(params, states, x, y, w, noise, np.asarray(share(), dtype))
         total = comm.allreduce_sum(flat)
