@@ -182,7 +182,7 @@ class StreamFeed:
         self.steps = source.num_batches(batch_size)
         self.share = 1.0
         model = net._model()
-        if self.comm is not None and _jits(net):
+        if self.comm is not None and step.compiles(net.backend, net.compile):
             self.step = _jax_distributed_step(net, model, self.comm, lambda: self.share)
             return
         if self.comm is not None:
@@ -266,10 +266,6 @@ def _built(net: Any, batches: Iterator[streams.Batch]) -> Iterator[streams.Batch
     return chained()
 
 
-def _jits(net: Any) -> bool:
-    return bool(net.backend.name == "jax" and net.compile is not False)
-
-
 def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     """``step(params, opt, states, x, y, w, noise, number, lr, xp=xp)`` for streamed batches.
 
@@ -278,7 +274,7 @@ def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
     it eagerly, in place where the arrays are writeable and ``compile`` is not False.
     """
     backend = net.backend
-    if _jits(net) and not distributed:
+    if step.compiles(net.backend, net.compile) and not distributed:
         key = ("stream", net.dtype, step.signature(model))
         if key not in net._runners:
             dtype = np.dtype(net.dtype)

@@ -356,7 +356,7 @@ def runner(model: Model, backend: Backend, compile: bool | None, *, share: bool 
     optimizer's configuration): on JAX, one compiled runner serves every
     model of the same structure (:mod:`xpnet.train.compiled`).
     """
-    if share and _compiles(backend, compile):
+    if share and compiles(backend, compile):
         return per_structure(("train", compile), model, backend, lambda m: _runner(m, backend, compile))
     return _runner(model, backend, compile)
 
@@ -369,7 +369,8 @@ def per_structure(kind: Any, model: Model, backend: Backend, make: Callable[[Mod
     return compiled.shared((kind, backend, structure(model)), lambda: make(detached(model)))
 
 
-def _compiles(backend: Backend, compile: bool | None) -> bool:
+def compiles(backend: Backend, compile: bool | None) -> bool:
+    """Whether ``backend`` runs the step compiled for this ``compile`` setting (JAX unless False)."""
     return backend.name == "jax" and compile is not False
 
 
@@ -400,7 +401,7 @@ def inference(layers: Sequence[Layer], backend: Backend, compile: bool | None) -
     output and, with ``keep_cache``, the last layer's cache (else None).
     """
     layers = tuple(layers)
-    if _compiles(backend, compile) and compiled.ours(layers):
+    if compiles(backend, compile) and compiled.ours(layers):
         key = ("inference", backend, compile, _layer_structure(layers))
         detached = tuple(layer.detached() for layer in layers)
         return compiled.shared(key, lambda: _inference(detached, backend, compile))
