@@ -20,6 +20,7 @@ a small machine drifts. Prints one JSON line per timed run, then a Markdown tabl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import gc
 import json
@@ -145,7 +146,16 @@ def step_matmul_seconds(cfg: Config, xp_name: str = "numpy", repeats: int = 7) -
 # -- the runners: each returns a function that trains one timed repeat -----------------
 
 
-def run_xpnet(cfg: Config, X: np.ndarray, y: np.ndarray, backend: str) -> Callable[[], None]:
+USER_TINY_EPOCHS = (200, 500)
+"""``--as-user`` on tiny: the warm-up ``fit``'s epochs, then the timed fits' (a new count each repeat)."""
+
+
+def run_xpnet(
+    cfg: Config, X: np.ndarray, y: np.ndarray, backend: str, as_user: bool = False
+) -> Callable[[], None]:
+    """xpnet's ``fit``: on device arrays, one call per repeat; ``as_user``, as a user calls it: from
+    the NumPy arrays, tiny as ``fit(epochs=500 + k)`` (a count never seen before) after a warm-up
+    ``fit(epochs=200)``, the others as one ``fit(epochs=1)`` per epoch."""
     binary = cfg.name == "tiny"
     layers = [xn.Dense(n, cfg.hidden) for n in cfg.sizes[1:-1]]
     layers.append(xn.Dense(cfg.sizes[-1], "sigmoid" if binary else "softmax"))
@@ -156,14 +166,41 @@ def run_xpnet(cfg: Config, X: np.ndarray, y: np.ndarray, backend: str) -> Callab
         layers, loss="logloss" if binary else "cross_entropy", optimizer=opt, backend=backend, seed=0
     )
     net.build(cfg.sizes[0])
+    if as_user:
+        return _as_user(cfg, net, X, y)
     Xd, yd = net.backend.asarray(X), net.backend.asarray(y)
     net.fit(Xd, yd, epochs=1, batch_size=cfg.batch, verbose=0)  # warm-up
 
     def repeat() -> None:
         net.fit(Xd, yd, epochs=cfg.epochs, batch_size=cfg.batch, verbose=0)
-        net.backend.synchronize()
+        _wait(net)
 
     return repeat
+
+
+def _wait(net: xn.Network) -> None:
+    net.backend.synchronize(net.layers[0].weight)
+
+
+def _as_user(cfg: Config, net: xn.Network, X: np.ndarray, y: np.ndarray) -> Callable[[], None]:
+    if cfg.name == "tiny":
+        warm, timed = USER_TINY_EPOCHS
+        net.fit(X, y, epochs=warm, batch_size=cfg.batch, verbose=0)
+        counts = iter(range(timed, timed + 10_000))
+
+        def repeat() -> None:
+            net.fit(X, y, epochs=next(counts), batch_size=cfg.batch, verbose=0)
+            _wait(net)
+
+        return repeat
+    net.fit(X, y, epochs=1, batch_size=cfg.batch, verbose=0)
+
+    def epochs() -> None:
+        for _ in range(cfg.epochs):
+            net.fit(X, y, epochs=1, batch_size=cfg.batch, verbose=0)
+        _wait(net)
+
+    return epochs
 
 
 class HandwrittenNumpy:
@@ -470,14 +507,14 @@ MATMUL_SHARE_TARGETS = [("gpu", "xpnet[cupy]", 0.8)]
 
 
 def runners(
-    cfg: Config, backends: list[str], peers: list[str]
+    cfg: Config, backends: list[str], peers: list[str], as_user: bool = False
 ) -> dict[str, Callable[[], Callable[[], None]]]:
     """Labelled makers, xpnet on each backend, each beside its peer, so repeats interleave them."""
     X, y = make_data(cfg)
     gpu = "cupy" in backends
     makers: dict[str, Callable[[], Callable[[], None]]] = {}
     for backend in backends:
-        makers[f"xpnet[{backend}]"] = functools.partial(run_xpnet, cfg, X, y, backend)
+        makers[f"xpnet[{backend}]"] = functools.partial(run_xpnet, cfg, X, y, backend, as_user)
         if backend == "numpy" and "numpy-loop" in peers:
             makers["numpy-loop"] = functools.partial(run_handwritten, cfg, X, y)
         if backend == "jax" and "jax" in peers:
@@ -503,11 +540,13 @@ def runners(
     return makers
 
 
-def measure(cfg: Config, backends: list[str], peers: list[str], repeats: int) -> list[dict]:
+def measure(
+    cfg: Config, backends: list[str], peers: list[str], repeats: int, as_user: bool = False
+) -> list[dict]:
     """Interleaved timed repeats of every runner of one configuration; one row per runner."""
     name = cfg.name
     device_name = "cupy" if "cupy" in backends else "numpy"
-    makers = runners(cfg, backends, peers)
+    makers = runners(cfg, backends, peers, as_user)
     runs = {label: make() for label, make in makers.items()}
     times: dict[str, list[float]] = {label: [] for label in runs}
     peaks = []  # the machine drifts: sample the matmul peak between repeats too
@@ -641,6 +680,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--peers", nargs="*", default=["numpy-loop", "torch", "sklearn", "jax"])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: its own)")
+    parser.add_argument(
+        "--as-user",
+        action="store_true",
+        help="xpnet's fit from NumPy arrays as a user calls it: tiny fit(epochs=500+k) after a warm-up "
+        "fit(epochs=200) (the peers train 500 steps), the others one fit(epochs=1) per epoch",
+    )
     args = parser.parse_args()
     backends = list(dict.fromkeys(args.backend or ["numpy"]))
     if "cupy" in backends and len(backends) > 1:
@@ -651,7 +696,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     table = []
     for name in args.configs:
-        table.extend(measure(CONFIGS[name], backends, args.peers, args.repeats))
+        cfg = CONFIGS[name]
+        if args.as_user and name == "tiny":
+            cfg = dataclasses.replace(cfg, epochs=USER_TINY_EPOCHS[1])
+        table.extend(measure(cfg, backends, args.peers, args.repeats, args.as_user))
     print_table(table, args.repeats)
     print_ratios(table)
 

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from ..backend import Backend, to_numpy
+from .tabular import is_dataframe
 
 DEFAULT_BLOCK_BYTES = 32 * 2**20
 """Bytes of rows a shuffled memmap reads at a time when ``block_rows`` is not given."""
@@ -537,36 +538,54 @@ class CSVSource(_TableSource):
         self._rows = seen
 
 
+KINDS = ("source", "batches", "memmap", "frame", "rows")
+"""What :func:`kind_of` tells inputs apart as."""
+
+
+def kind_of(X: Any) -> str:
+    """What ``X`` is, as every consumer of data asks it (one of :data:`KINDS`).
+
+    ``"source"``: a :class:`BatchSource`; ``"batches"``: an iterator, a
+    function, or an iterable that is not an array (a list counts when it
+    holds tuples of arrays); ``"memmap"``: a NumPy memmap; ``"frame"``: a
+    DataFrame; ``"rows"``: anything else (arrays of any backend, nested lists
+    of numbers, a pandas Series).
+    """
+    if isinstance(X, BatchSource):
+        return "source"
+    if isinstance(X, np.memmap):
+        return "memmap"
+    if is_dataframe(X):
+        return "frame"
+    if isinstance(X, np.ndarray) or hasattr(X, "__array_namespace__"):
+        return "rows"
+    if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
+        return "rows"
+    if isinstance(X, (list, tuple)):
+        first = X[0] if X else None
+        batches = isinstance(first, (tuple, list)) and bool(first) and hasattr(first[0], "ndim")
+        return "batches" if batches else "rows"
+    return "batches" if callable(X) or isinstance(X, Iterable) else "rows"
+
+
 def as_source(X: Any, y: Any = None, sample_weight: Any = None) -> BatchSource:
     """``X`` (with ``y`` and ``sample_weight``) as a :class:`BatchSource`.
 
-    A source is returned as it is; iterators, functions returning one, and
-    iterables that are not arrays (a list counts when its items are tuples of
-    arrays) become an :class:`IterableSource`; everything else (arrays, memmaps,
-    DataFrames, nested lists of numbers) an :class:`ArraySource`.
+    A source is returned as it is; batches (:func:`kind_of`) become an
+    :class:`IterableSource`; everything else (arrays, memmaps, DataFrames,
+    nested lists of numbers) an :class:`ArraySource`.
     """
-    if isinstance(X, BatchSource):
+    kind = kind_of(X)
+    if kind == "source":
         extra = [n for n, v in (("y", y), ("sample_weight", sample_weight)) if v is not None]
         if extra:
             raise ValueError(f"{extra} must be left out when X is a batch source: the source gives them")
-        return X
-    if _looks_like_batches(X):
+        return X  # type: ignore[no-any-return]
+    if kind == "batches":
         if y is not None or sample_weight is not None:
             raise ValueError("y and sample_weight must be left out when X is an iterable of batches")
         return IterableSource(X)
     return ArraySource(X, y, sample_weight)
-
-
-def _looks_like_batches(X: Any) -> bool:
-    """Iterators, functions and iterables other than arrays; a list counts when it holds array tuples."""
-    if isinstance(X, np.ndarray) or hasattr(X, "__array_namespace__") or hasattr(X, "columns"):
-        return False
-    if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
-        return False
-    if isinstance(X, (list, tuple)):
-        first = X[0] if X else None
-        return isinstance(first, (tuple, list)) and bool(first) and hasattr(first[0], "ndim")
-    return callable(X) or isinstance(X, Iterable)
 
 
 # -- background preparation ----------------------------------------------------------------------
@@ -680,67 +699,11 @@ def device_converter(backend: Backend, dtype: str) -> Callable[[Batch], Batch]:
     """A function moving a host :class:`Batch` to ``backend``: features and weights in ``dtype``,
     integer targets kept integer (class labels), other targets in ``dtype``.
 
-    On CuPy the copy goes through pinned host memory on a separate CUDA stream,
-    so that it overlaps the step running on the default stream when called
-    from a :class:`Prefetcher`.
+    The backend's engine makes it (:meth:`~xpnet.engine.eager.EagerEngine.converter`):
+    on CuPy the copy goes through pinned host memory on a separate CUDA
+    stream, so that it overlaps the step running on the default stream when
+    called from a :class:`Prefetcher`.
     """
-    backend.dtype(dtype)
-    if backend.name == "cupy":
-        return _CupyConverter(backend, dtype)
+    from ..engine import engine_for
 
-    def convert(batch: Batch) -> Batch:
-        return Batch(*(_convert(backend.asarray, a, dtype, i) for i, a in enumerate(batch)))
-
-    return convert
-
-
-def _convert(to_device: Callable[..., Any], a: Any, dtype: str, position: int) -> Any:
-    if a is None:
-        return None
-    keep = position == 1 and np.asarray(a).dtype.kind in "biu"
-    return to_device(np.asarray(a) if keep else np.asarray(a, dtype=dtype))
-
-
-class _CupyConverter:
-    """Host batch -> CuPy batch through reused pinned buffers and an asynchronous copy.
-
-    Not exercised on the CPU-only CI; the GPU session (docs/gpu.md) runs the
-    stream tests on CuPy.
-    """
-
-    def __init__(self, backend: Backend, dtype: str) -> None:
-        self.backend = backend
-        self.dtype = dtype
-        self._pinned: dict[int, np.ndarray] = {}
-        self._stream: Any = None
-
-    def __call__(self, batch: Batch) -> Batch:
-        import cupy
-
-        # The device is thread-local in CUDA: enter it in whichever thread converts.
-        with self.backend.device:
-            if self._stream is None:
-                self._stream = cupy.cuda.Stream(non_blocking=True)
-            out = [self._copy(i, a) for i, a in enumerate(batch)]
-            # The step runs on another stream: wait for this copy only, in this thread.
-            self._stream.synchronize()
-        return Batch(*out)
-
-    def _copy(self, slot: int, a: Any) -> Any:
-        import cupy
-        import cupyx
-
-        if a is None:
-            return None
-        host = np.asarray(a)
-        if not (slot == 1 and host.dtype.kind in "biu"):
-            host = host.astype(self.dtype, copy=False)
-        pinned = self._pinned.get(slot)
-        if pinned is None or pinned.nbytes < host.nbytes:
-            pinned = cupyx.empty_pinned((max(host.nbytes, 1),), dtype=np.uint8)
-            self._pinned[slot] = pinned
-        staged = pinned[: host.nbytes].view(host.dtype).reshape(host.shape)
-        np.copyto(staged, host)
-        device = cupy.empty(host.shape, dtype=host.dtype)
-        device.set(staged, stream=self._stream)
-        return device
+    return engine_for(backend).converter(dtype)

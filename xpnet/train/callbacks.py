@@ -47,7 +47,10 @@ class Callback:
 def parameters_finite(net: Any) -> bool:
     """Whether every parameter of ``net`` is finite (one device read for all of them)."""
     arrays = [p for layer in net.layers for p in layer.params.values()]
-    return kernels.all_finite(arrays, net.backend.xp)
+    engine = getattr(net, "_engine", None)
+    if engine is None:  # a network-like object of the user's
+        return kernels.all_finite(arrays, net.backend.xp)
+    return engine().finite(arrays)  # type: ignore[no-any-return]
 
 
 class TerminateOnNaN(Callback):

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
+from . import checks
 
 
 def labels_of(t: Array, *, binary: bool) -> np.ndarray:
@@ -91,59 +92,20 @@ def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
     return row_weights(class_table(class_weight, counts), labels)
 
 
-def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
-    """``sample_weight`` as ``(n,)`` float64 on the host: finite, non-negative, not all zero."""
-    host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
-    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
-        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
-    host = host.astype(np.float64)
-    if host.ndim == 2 and host.shape[1] == 1:
-        host = host[:, 0]
-    if host.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
-    if not np.all(np.isfinite(host)) or np.any(host < 0):
-        raise ValueError("sample_weight must hold finite weights >= 0")
-    return host
-
-
-CHUNK_ROWS = 1 << 20
-"""Rows of a memmap checked at a time (weights and labels are read, never copied whole)."""
-
-
 def stream_weights(sample_weight: Any, n: int) -> np.ndarray:
-    """``sample_weight`` for ``n`` streamed rows: a ``(n,)`` host array or memmap view, never copied whole.
-
-    Checked as :func:`sample_weights` checks in-memory weights, ``CHUNK_ROWS`` rows at a time.
-    """
-    if isinstance(sample_weight, np.ndarray):
-        host = sample_weight
-    else:
-        host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
-    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
-        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
-    if host.ndim == 2 and host.shape[1] == 1:
-        host = host[:, 0]
-    if host.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
-    for i in range(0, n, CHUNK_ROWS):
-        part = np.asarray(host[i : i + CHUNK_ROWS], dtype=np.float64)
-        if not np.all(np.isfinite(part)) or np.any(part < 0):
-            raise ValueError("sample_weight must hold finite weights >= 0")
-    if not any_positive(host):
+    """``sample_weight`` for ``n`` streamed rows: a ``(n,)`` host array or memmap view, never copied
+    whole, checked as in-memory weights are; not all zero."""
+    host = checks.sample_weights(sample_weight, n, copy=False)
+    if not checks.any_positive(host):
         raise ValueError("every sample has weight 0: nothing would be learned")
     return host
-
-
-def any_positive(weight: np.ndarray) -> bool:
-    """Whether some row of host ``weight`` (a memmap, say) is above 0, read ``CHUNK_ROWS`` at a time."""
-    return any(bool(np.any(weight[i : i + CHUNK_ROWS] > 0)) for i in range(0, len(weight), CHUNK_ROWS))
 
 
 def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
     """The product of the sample and class weights (None when neither is given)."""
     if sample_weight is None and class_weight is None:
         return None
-    weight = np.ones(n) if sample_weight is None else sample_weights(sample_weight, n)
+    weight = np.ones(n) if sample_weight is None else checks.sample_weights(sample_weight, n)
     if class_weight is not None:
         weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
     if not np.any(weight > 0):
