@@ -38,11 +38,12 @@ class JaxEpochRunner:
 
     :meth:`run_epochs` runs several epochs in one call (a scan over epochs,
     each a scan over batches), stopping after the first one whose loss or
-    parameters are not finite. A call holds one of :data:`SPANS` epochs (the
-    smallest that holds the asked count, within :data:`INPUT_LIMIT`), the
-    extra ones skipped, so a few shapes are compiled. The host sends each
-    call's row orders and noise in one transfer and reads its per-epoch
-    results in one.
+    parameters are not finite. A call holds one of :data:`SPANS` epochs, the
+    extra ones skipped (a skipped epoch costs about a microsecond), so a few
+    shapes are compiled: the smallest span already compiled for these inputs
+    that holds the asked count (its inputs under an eighth of
+    :data:`INPUT_LIMIT`), else :func:`span_for`. The host sends each call's
+    row orders and noise in one transfer and reads its per-epoch results in one.
     """
 
     def __init__(self, backend: Backend, step: StepFunction, prepare: Callable[[Carry], Carry]) -> None:
@@ -52,6 +53,7 @@ class JaxEpochRunner:
         self.step = step
         self.prepare = prepare
         self._epochs = jax.jit(self._epochs_body, donate_argnums=(1,))
+        self._spans: dict[Any, set[int]] = {}  # the spans compiled, per shape of the other inputs
 
     def _epochs_body(
         self,
@@ -132,7 +134,7 @@ class JaxEpochRunner:
         a loss or parameters not finite (the last that ran), or when the call
         could hold no more.
         """
-        first, index, noise, count = _host_inputs(make, count)
+        first, index, noise, count = _host_inputs(make, count, self._span)
         n, steps, size = first.rows, first.steps, min(first.batch_size, first.rows)
         dtype = np.dtype(str(first.x.dtype))
         counts = np.full(steps, size, dtype)
@@ -163,6 +165,15 @@ class JaxEpochRunner:
         return (params, opt, states), results[:count, 0], results[:count, 1], ran
 
 
+    def _span(self, count: int, per_epoch: int, shapes: Any) -> int:
+        """The span of the call for ``count`` epochs (see the class docstring), recorded as compiled."""
+        compiled = self._spans.setdefault(shapes, set())
+        cheap = [s for s in compiled if s >= count and (s == 1 or s * per_epoch <= INPUT_LIMIT // 8)]
+        span = min(cheap) if cheap else span_for(count, per_epoch)
+        compiled.add(span)
+        return span
+
+
 def span_for(count: int, per_epoch: int) -> int:
     """The epochs one call holds for ``count`` asked: the smallest of :data:`SPANS` at or above
     ``count`` whose ``per_epoch`` input elements fit :data:`INPUT_LIMIT`, else the largest that fits."""
@@ -170,16 +181,19 @@ def span_for(count: int, per_epoch: int) -> int:
     return next((s for s in fits if s >= count), fits[-1])
 
 
-def _host_inputs(make: Callable[[int], Epoch], count: int) -> tuple[Epoch, np.ndarray, Any, int]:
+def _host_inputs(
+    make: Callable[[int], Epoch], count: int, choose: Callable[[int, int, Any], int]
+) -> tuple[Epoch, np.ndarray, Any, int]:
     """Epoch 0, the row indices ``(span, steps, size)`` of the epochs this call trains, their
-    stacked noise, and how many they are (at most ``count``; :func:`span_for` sets the span).
+    stacked noise, and how many they are (at most ``count``): ``choose(count, per_epoch,
+    shapes)`` sets the span from the input elements per epoch and the other inputs' shapes.
 
     Rows of a partial last batch and epochs beyond those trained are padded
     with row 0. Each epoch's noise is drawn right after its shuffle, as eager.
     """
     if isinstance(make, EpochPlan) and make.draw is None:
         first = make.epoch(0, None)
-        span = span_for(count, first.steps * min(first.batch_size, first.rows))
+        span = choose(count, first.steps * min(first.batch_size, first.rows), _shapes(first, None))
         count = min(count, span)
         orders, noise = make.orders(count), None
     else:
@@ -188,7 +202,7 @@ def _host_inputs(make: Callable[[int], Epoch], count: int) -> tuple[Epoch, np.nd
         first = epochs[0]
         per_epoch = first.steps * min(first.batch_size, first.rows)
         per_epoch += sum(0 if m is None else m.size for m in drawn[0] or ())
-        span = span_for(count, per_epoch)
+        span = choose(count, per_epoch, _shapes(first, drawn[0]))
         count = min(count, span)
         for i in range(1, count):
             epochs.append(make(i))
@@ -203,6 +217,13 @@ def _host_inputs(make: Callable[[int], Epoch], count: int) -> tuple[Epoch, np.nd
     index = np.zeros((span, steps * min(first.batch_size, n)), np.int32)
     index[:count, :n] = np.arange(n) if orders is None else orders
     return first, index.reshape(span, steps, -1), noise, count
+
+
+def _shapes(epoch: Epoch, noise: Any) -> tuple[Any, ...]:
+    """What besides the span sets the shapes of a call (each distinct value compiles)."""
+    masks = () if noise is None else tuple(None if m is None else (m.shape, m.dtype.str) for m in noise)
+    data = [(tuple(a.shape), str(a.dtype)) for a in (epoch.x, epoch.t)]
+    return (*data, epoch.weight is None, epoch.batch_size, masks)
 
 
 def _epoch_noise(epoch: Epoch) -> list[np.ndarray | None] | None:

@@ -15,6 +15,7 @@ optional gradient transform.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,13 +80,19 @@ class Model:
         object.__setattr__(self, "fused", wanted is not None and self.layers[-1].output_activation == wanted)
         first = next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
         object.__setattr__(self, "first", first)
-        takes = "overwrite_grad" in inspect.signature(type(self.optimizer).update).parameters
+        takes = _takes_overwrite(type(self.optimizer).update)
         object.__setattr__(self, "spoils_grads", takes and self.transform is None)
 
     @property
     def binary(self) -> bool:
         """Whether accuracy thresholds each output (every loss but categorical cross-entropy)."""
         return not isinstance(self.loss, CategoricalCrossentropy)
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_overwrite(update: Callable[..., Any]) -> bool:
+    """Whether an optimizer's ``update`` takes ``overwrite_grad`` (read once per class)."""
+    return "overwrite_grad" in inspect.signature(update).parameters
 
 
 class StepResult(NamedTuple):

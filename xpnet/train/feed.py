@@ -112,9 +112,9 @@ class DeviceFeed:
         done = 0
         while done < epochs and not net.stop_training:
             totals, corrects = self._epochs(net, epochs - done)
-            logs = {"loss": (np.array([float(v) for v in totals]) / max(self.rows, 1)).tolist()}
+            logs = {"loss": (_floats(totals) / max(self.rows, 1)).tolist()}
             if net._classification:
-                logs["accuracy"] = (np.array([float(v) for v in corrects]) / max(self.judged, 1)).tolist()
+                logs["accuracy"] = (_floats(corrects) / max(self.judged, 1)).tolist()
             first, ran = net.epoch, len(totals)
             net.epoch += ran
             done += ran
@@ -210,6 +210,13 @@ class StreamFeed:
         if self.comm is not None:
             total, correct, judged = _reduce(self.comm, total, correct, judged)
         return EpochResult(total, correct, rows, judged)
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Per-epoch sums as float64: a host array as it is, device scalars read one by one."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64)
+    return np.array([float(v) for v in values])
 
 
 def _running(total: Any, rows: int) -> Any:
