@@ -164,7 +164,6 @@ class JaxEpochRunner:
         ran = int(np.count_nonzero(results[:, 2]))
         return (params, opt, states), results[:count, 0], results[:count, 1], ran
 
-
     def _span(self, count: int, per_epoch: int, shapes: Any) -> int:
         """The span of the call for ``count`` epochs (see the class docstring), recorded as compiled."""
         compiled = self._spans.setdefault(shapes, set())
