@@ -110,6 +110,11 @@ def test_every_kind_is_told_apart(tmp_path):
     assert streams.kind_of(streams.ArraySource(X)) == "source"
 
 
+@pytest.fixture(autouse=True)
+def _keep_small_arrays(monkeypatch):
+    monkeypatch.setattr(copies, "SMALLEST", 0)
+
+
 def test_an_unchanged_host_array_is_not_copied_again_and_a_changed_one_is(backend):
     X = RNG.normal(size=(ROWS, 3))
     y = RNG.integers(0, 3, ROWS)

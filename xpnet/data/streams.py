@@ -551,13 +551,15 @@ def kind_of(X: Any) -> str:
     DataFrame; ``"rows"``: anything else (arrays of any backend, nested lists
     of numbers, a pandas Series).
     """
-    if isinstance(X, BatchSource):
-        return "source"
     if isinstance(X, np.memmap):
         return "memmap"
+    if isinstance(X, np.ndarray):  # before the protocol check, which is slow
+        return "rows"
+    if isinstance(X, BatchSource):
+        return "source"
     if is_dataframe(X):
         return "frame"
-    if isinstance(X, np.ndarray) or hasattr(X, "__array_namespace__"):
+    if hasattr(X, "__array_namespace__"):
         return "rows"
     if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
         return "rows"

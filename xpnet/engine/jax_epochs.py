@@ -9,10 +9,10 @@ numbers are the same as eager. The optimizer state is donated to the call;
 parameters are not, since other threads may be predicting with them.
 
 Many epochs run as one call (an :class:`~xpnet.engine.epochs.EpochPlan`), a
-scan over epochs with one transfer of host draws in and one read of
-per-epoch results out. The number of epochs is not a static shape: a call
-holds one of a few fixed spans of epochs (:data:`SPANS`), the epochs beyond
-the asked count skipped inside it, so ``fit(epochs=500)`` after
+loop over epochs with one transfer of host draws in and one read of
+per-epoch results out. The number of epochs is not a static shape: it is
+the loop's trip count, an argument, and a call's inputs hold one of a few
+fixed spans of epochs (:data:`SPANS`), so ``fit(epochs=500)`` after
 ``fit(epochs=200)`` compiles nothing new.
 """
 
@@ -26,11 +26,13 @@ import numpy as np
 from ..backend import Backend
 from .epochs import Array, Carry, Epoch, EpochPlan, Report, StepFunction
 
-SPANS = (1, 8, 64, 512)
+SPANS = (1, 16, 256, 4096)
 """The numbers of epochs a compiled call holds: at most these shapes are compiled per structure
 and data set, whatever epoch counts ``fit`` is given."""
 INPUT_LIMIT = 1 << 22
 """At most this many row indices and noise elements (16 MiB) go into one call of fused epochs."""
+CALLS = 4
+"""Calls of an already compiled span that are preferred to compiling a larger one."""
 
 
 class JaxEpochRunner:
@@ -38,11 +40,12 @@ class JaxEpochRunner:
 
     :meth:`run_epochs` runs several epochs in one call (a scan over epochs,
     each a scan over batches), stopping after the first one whose loss or
-    parameters are not finite. A call holds one of :data:`SPANS` epochs, the
-    extra ones skipped (a skipped epoch costs about a microsecond), so a few
-    shapes are compiled: the smallest span already compiled for these inputs
-    that holds the asked count (its inputs under an eighth of
-    :data:`INPUT_LIMIT`), else :func:`span_for`. The host sends each call's
+    parameters are not finite. A call holds one of :data:`SPANS` epochs: its
+    row indices (and masks) are that long, and a loop whose trip count is an
+    argument trains the asked ones, so a few shapes are compiled: the
+    smallest span already compiled for these inputs that holds the asked
+    count (its inputs under an eighth of :data:`INPUT_LIMIT`), else
+    :func:`span_for`. The host sends each call's
     row orders and noise in one transfer and reads its per-epoch results in one.
     """
 
@@ -96,22 +99,25 @@ class JaxEpochRunner:
                 finite = jnp.logical_and(finite, jnp.all(jnp.isfinite(p)))
             return state, jnp.stack([total, jnp.sum(hits), jnp.ones((), x.dtype)]), finite
 
-        def skip(args: Any) -> Any:
-            return args[0], jnp.zeros(3, x.dtype), jnp.asarray(True)
-
-        def epoch(carry: Any, inputs: Any) -> tuple[Any, Any]:
-            state, stopped, e = carry
-            rows, nz = inputs
-            active = jnp.logical_and(jnp.logical_not(stopped), e < count)
-            state, result, finite = jax.lax.cond(active, train, skip, (state, rows, nz))
-            return (state, jnp.logical_or(stopped, jnp.logical_not(finite)), e + 1), result
-
         if index.shape[0] == 1:  # one epoch: no stopping logic around it
             state, result, _ = train(((params, opt, states, first), index[0], _first_of(noise)))
             (params, opt, states, _) = state
             return params, opt, states, result[None]
-        start = ((params, opt, states, first), jnp.asarray(False), jnp.asarray(0, count.dtype))
-        ((params, opt, states, _), _, _), results = jax.lax.scan(epoch, start, (index, noise))
+
+        def going(carry: Any) -> Any:
+            _, e, stopped, _ = carry
+            return jnp.logical_and(e < count, jnp.logical_not(stopped))
+
+        def epoch(carry: Any) -> Any:
+            state, e, _, results = carry
+            nz = None if noise is None else [None if m is None else m[e] for m in noise]
+            state, result, finite = train((state, index[e], nz))
+            return state, e + 1, jnp.logical_not(finite), results.at[e].set(result)
+
+        # A loop whose trip count is an argument: the epochs beyond ``count`` cost nothing.
+        results = jnp.zeros((index.shape[0], 3), x.dtype)
+        start = ((params, opt, states, first), jnp.asarray(0, count.dtype), jnp.asarray(False), results)
+        (params, opt, states, _), _, _, results = jax.lax.while_loop(going, epoch, start)
         return params, opt, states, results
 
     def run(self, carry: Carry, epoch: Epoch, report: Report | None = None) -> tuple[Carry, Array, Array]:
@@ -167,8 +173,14 @@ class JaxEpochRunner:
     def _span(self, count: int, per_epoch: int, shapes: Any) -> int:
         """The span of the call for ``count`` epochs (see the class docstring), recorded as compiled."""
         compiled = self._spans.setdefault(shapes, set())
-        cheap = [s for s in compiled if s >= count and (s == 1 or s * per_epoch <= INPUT_LIMIT // 8)]
-        span = min(cheap) if cheap else span_for(count, per_epoch)
+        cheap = sorted(s for s in compiled if s == 1 or s * per_epoch <= INPUT_LIMIT // 8)
+        holding = [s for s in cheap if s >= count]
+        if holding:
+            span = holding[0]
+        elif cheap and cheap[-1] * CALLS >= count:  # a few calls of a compiled span beat a compilation
+            span = cheap[-1]
+        else:
+            span = span_for(count, per_epoch)
         compiled.add(span)
         return span
 

@@ -29,6 +29,8 @@ from . import inputs
 
 KEPT = 2
 """Host arrays whose device copies one network keeps (say the training and the test features)."""
+SMALLEST = 1 << 20
+"""Bytes below which a host array is copied every time (cheaper than its fingerprint)."""
 
 
 def features(net: Any, X: Any, name: str = "X") -> Any:
@@ -50,7 +52,7 @@ def _keepable(net: Any, X: Any) -> bool:
         type(X) is np.ndarray
         and X.ndim == 2
         and X.dtype.kind == "f"
-        and X.size > 0
+        and X.nbytes >= SMALLEST
         and "encoder" not in net.metadata
         and net._engine().separate_memory
     )
