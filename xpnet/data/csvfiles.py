@@ -101,6 +101,7 @@ def read_table(
             header=0 if header else None,
             na_values=na_values,
             skipinitialspace=True,
+            **exact_floats(),
         )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, LookupError) as exc:
         raise ValueError(f"{path} is not a readable CSV file: {str(exc).strip()}") from exc
@@ -196,6 +197,18 @@ def _numeric_features(frame: Any, columns: list[str], path: Path) -> np.ndarray:
             f"{path}: column {columns[col]!r} has a missing or non-finite value in data row {row + 1}"
         )
     return X
+
+
+def exact_floats() -> dict[str, Any]:
+    """``read_csv`` options that parse every float exactly as written (round trip).
+
+    pandas before 3.0 parses with a fast converter that can be off by up to
+    1e-12 relative (seen: 648,708 of 2 million values written by ``to_csv``);
+    pandas 3 parses exactly and deprecates the option.
+    """
+    pd = _pandas()
+    major = int(str(pd.__version__).split(".")[0])
+    return {} if major >= 3 else {"float_precision": "round_trip"}
 
 
 def read_csv(path: str | Path, target: str | None = None, **options: Any) -> Dataset:

@@ -53,6 +53,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from ..backend import Backend, to_numpy
+from .csvfiles import exact_floats
 from .tabular import is_dataframe
 
 DEFAULT_BLOCK_BYTES = 32 * 2**20
@@ -529,7 +530,7 @@ class CSVSource(_TableSource):
         import pandas as pd
 
         seen = 0
-        options = {"usecols": self._wanted, "chunksize": self.chunk_rows, **self._options}
+        options = {"usecols": self._wanted, "chunksize": self.chunk_rows, **exact_floats(), **self._options}
         with pd.read_csv(self.path, **options) as reader:
             for frame in reader:
                 chunk = self._from_frame({c: frame[c].to_numpy() for c in self._wanted})
