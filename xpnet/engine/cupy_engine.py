@@ -6,10 +6,11 @@ pinned host buffers and an asynchronous copy on a stream of their own, so a
 copy made in the prefetch thread overlaps the step running on the default
 stream.
 
-The fused GPU runner (fused kernels, flat parameter buffers, CUDA-graph
-replay of whole epochs) slots in here as :meth:`CupyEngine._runner`, the way
-:class:`~xpnet.engine.numpy_engine.NumpyEngine` puts its fused loop in front
-of the generic step; see docs/design.md.
+Networks a fused plan covers train on :class:`~xpnet.engine.fused.FusedRunner`
+with CuPy's kernels (:mod:`xpnet.engine.fused_cupy`): flat parameter buffers,
+fused kernels, cuBLAS through a handle of xpnet's own, and each epoch after
+the first replayed from one CUDA graph. Everything else runs the generic
+step, in place.
 """
 
 from __future__ import annotations
@@ -20,13 +21,28 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend
+from . import step as pure
 from .eager import EagerEngine
+from .fused import FusedRunner
+from .plan import plan_of
 
 
 class CupyEngine(EagerEngine):
     """:class:`~xpnet.engine.eager.EagerEngine` for CuPy (see the module docstring)."""
 
     separate_memory = True
+
+    def _runner(self, model: pure.Model) -> Any:
+        plan = plan_of(model)
+        xp = self.backend.xp
+
+        def kernels(dtype: Any) -> Any:
+            from .fused_cupy import CupyKernels
+
+            assert plan is not None
+            return CupyKernels(xp, dtype, plan.optimizer)
+
+        return FusedRunner(self.backend, self._step_function(model), plan, kernels)
 
     def converter(self, dtype: str) -> Callable[[Any], Any]:
         self.backend.dtype(dtype)

@@ -1,8 +1,10 @@
 """One flat buffer for many arrays: a structure of arrays packed and unpacked again.
 
 Distributed training sums every gradient in one allreduce of one buffer
-(:mod:`xpnet.distributed`); engines use the same packing wherever one call
-should see every parameter at once.
+(:func:`flatten`, :func:`unflatten`; :mod:`xpnet.distributed`). A fused runner
+keeps a network's parameters, their gradients and the optimizer state each in
+one buffer that lives on (:class:`Packing`): the layers hold views into it,
+and one update reaches every parameter.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import Array, namespace_of
+from ..backend import Array, device_of, namespace_of
 
 
 @dataclass(frozen=True)
@@ -113,3 +115,101 @@ def _fill(template: Any, arrays: Sequence[Any]) -> Any:
         return {key: _fill(value, arrays) for key, value in template.items()}
     parts = [_fill(value, arrays) for value in template]
     return tuple(parts) if isinstance(template, tuple) else parts
+
+
+ALIGN = 64
+"""Elements each packed array starts on a multiple of (256 bytes of float32: whole cache lines,
+and the alignment vectorized GPU kernels and cuBLAS want)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where layer ``layer``'s parameter ``name`` lives in a :class:`Packing`'s buffers."""
+
+    layer: int
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+class Packing:
+    """Parameters, gradients and optimizer state in one flat buffer each; layers hold views.
+
+    Parameters
+    ----------
+    params : list of dict
+        Each layer's parameters (copied in, in order).
+    opt_state : dict
+        Optimizer state keyed ``"<layer>.<param>"`` (copied in; missing entries start at 0).
+    state_keys : sequence of str
+        The optimizer's state names (``"exp_avg"``, ...): one buffer each.
+
+    Attributes
+    ----------
+    param, grad : Array
+        The flat buffers, in the parameters' dtype and device; the gaps
+        between aligned slots are 0 and stay 0 under every update.
+    state : dict of str to Array
+        One flat buffer per optimizer state name.
+    """
+
+    def __init__(
+        self, params: Sequence[dict[str, Array]], opt_state: dict[str, Any], state_keys: Sequence[str]
+    ):
+        first = next(a for layer in params for a in layer.values())
+        xp, dtype, device = namespace_of(first), first.dtype, device_of(first)
+        self.xp = xp
+        self.slots: list[Slot] = []
+        offset = 0
+        for i, layer in enumerate(params):
+            for name, value in layer.items():
+                self.slots.append(Slot(i, name, offset, tuple(int(d) for d in value.shape)))
+                offset += -(-self.slots[-1].size // ALIGN) * ALIGN
+        self.layers = len(params)
+
+        def zeros() -> Array:
+            return xp.zeros((max(offset, 1),), dtype=dtype, device=device)
+
+        self.param, self.grad = zeros(), zeros()
+        self.state = {key: zeros() for key in state_keys}
+        self.params = self._views(self.param)
+        self.grads = self._views(self.grad)
+        self.opt_state = {
+            f"{slot.layer}.{slot.name}": {key: self._view(buffer, slot) for key, buffer in self.state.items()}
+            for slot in self.slots
+        }
+        for slot in self.slots:
+            key = f"{slot.layer}.{slot.name}"
+            self._copy(self.params[slot.layer][slot.name], params[slot.layer][slot.name])
+            for name, value in opt_state.get(key, {}).items():
+                if name in self.opt_state[key]:
+                    self._copy(self.opt_state[key][name], value)
+
+    def _view(self, buffer: Array, slot: Slot) -> Array:
+        return self.xp.reshape(buffer[slot.offset : slot.offset + slot.size], slot.shape)
+
+    def _views(self, buffer: Array) -> list[dict[str, Array]]:
+        views: list[dict[str, Array]] = [{} for _ in range(self.layers)]
+        for slot in self.slots:
+            views[slot.layer][slot.name] = self._view(buffer, slot)
+        return views
+
+    def _copy(self, view: Array, value: Array) -> None:
+        view[...] = self.xp.asarray(value, dtype=view.dtype)
+
+    def holds(self, params: Sequence[dict[str, Array]], opt_state: dict[str, Any]) -> bool:
+        """Whether ``params`` and ``opt_state`` are still this packing's own views (nothing assigned)."""
+        if len(params) != self.layers:
+            return False
+        for slot in self.slots:
+            if params[slot.layer].get(slot.name) is not self.params[slot.layer][slot.name]:
+                return False
+            entry = opt_state.get(f"{slot.layer}.{slot.name}")
+            mine = self.opt_state[f"{slot.layer}.{slot.name}"]
+            if mine and (entry is None or any(entry.get(k) is not v for k, v in mine.items())):
+                return False
+        return all(len(p) == len(v) for p, v in zip(params, self.params))

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..nn.layers import Dense, Dropout, Layer
 from ..nn.losses import BinaryCrossentropy, CategoricalCrossentropy, Loss, MeanSquaredError
-from ..optim.optimizers import SGD
+from ..optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from .step import Model
 
 Array = Any
@@ -43,6 +43,18 @@ class DropoutSpec:
 
 
 @dataclass(frozen=True)
+class UpdateSpec:
+    """An optimizer a fused update computes: its name and hyper-parameters (not the learning rate,
+    which, with the step number, comes from device memory)."""
+
+    name: str
+    config: tuple[tuple[str, Any], ...]
+
+    def get(self, key: str) -> Any:
+        return dict(self.config)[key]
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the fused loop runs: the layers, the loss and the update rule.
 
@@ -61,6 +73,9 @@ class Plan:
     update_options : mapping
         Extra keyword arguments of ``update`` (``overwrite_grad``: the
         gradients are the loop's own buffers).
+    optimizer : UpdateSpec or None
+        The optimizer as a fused update kernel can compute it (SGD, Adam,
+        AdamW, RMSprop, exactly these classes), else None.
     """
 
     layers: tuple[DenseSpec | DropoutSpec, ...]
@@ -68,6 +83,7 @@ class Plan:
     label_smoothing: float = 0.0
     update: Callable[..., tuple[Array, dict[str, Array]]] | None = None
     update_options: Mapping[str, Any] = field(default_factory=dict)
+    optimizer: UpdateSpec | None = None
     first: int = field(init=False)
     """Index of the first Dense layer: backward stops there."""
 
@@ -100,6 +116,7 @@ def fused_plan(
     label_smoothing: float = 0.0,
     update: Callable[..., Any] | None = None,
     update_options: Mapping[str, Any] | None = None,
+    optimizer: UpdateSpec | None = None,
 ) -> Plan | None:
     """The :class:`Plan` for these layers and loss, or None when the fused loop does not cover them.
 
@@ -115,6 +132,7 @@ def fused_plan(
             label_smoothing,
             update,
             dict(update_options or {}),
+            optimizer,
         )
     except ValueError:
         return None
@@ -153,4 +171,14 @@ def plan_of(model: Model) -> Plan | None:
         label_smoothing=getattr(model.loss, "label_smoothing", 0.0),
         update=None if plain else optimizer.update,
         update_options={"overwrite_grad": True} if model.spoils_grads else None,
+        optimizer=_update_spec(optimizer),
     )
+
+
+def _update_spec(optimizer: Optimizer) -> UpdateSpec | None:
+    if type(optimizer) not in (SGD, Adam, AdamW, RMSprop):
+        return None
+    config = {
+        k: v for k, v in optimizer.get_config().items() if k != "learning_rate" and not k.startswith("clip_")
+    }
+    return UpdateSpec(optimizer.name, tuple(sorted(config.items())))
