@@ -104,11 +104,13 @@ class Cache:
     def __init__(self) -> None:
         self._own: dict[Any, Any] = {}
 
-    def model(self, kind: Any, engine: Any, model: Model, make: Callable[[Model], T]) -> T:
+    def model(
+        self, kind: Any, engine: Any, model: Model, make: Callable[[Model], T], *, share: bool = True
+    ) -> T:
         """``make(model)``, built once per structure: process-wide from a detached copy when
-        :func:`ours`, else kept here."""
+        :func:`ours` and ``share`` (False: what it builds holds one network's state), else kept here."""
         k = key(kind, engine, model)
-        if ours(model.layers, model.loss, model.optimizer):
+        if share and ours(model.layers, model.loss, model.optimizer):
             return shared(k, lambda: make(detached(model)))
         if k not in self._own:
             self._own[k] = make(model)

@@ -32,6 +32,10 @@ class CupyEngine(EagerEngine):
 
     separate_memory = True
 
+    def runner(self, model: pure.Model) -> Any:
+        # Not shared with other networks: the fused runner keeps this network's buffers and recordings.
+        return self.cache.model("runner", self, model, self._runner, share=False)
+
     def _runner(self, model: pure.Model) -> Any:
         plan = plan_of(model)
         xp = self.backend.xp

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import threading
 import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -184,18 +183,15 @@ class FusedRunner(EagerRunner):
                 self.kernels = None
                 return None
             session = Session(self.plan, kernels, carry, capture=self.capture)
-            key = id(session)
-            self._sessions[key] = session
-            try:  # the session goes with the network's parameters
-                weakref.finalize(session.packing.param, self._sessions.pop, key, None)
-            except TypeError:  # arrays without weak references: keep the last few sessions
-                while len(self._sessions) > SESSIONS:
-                    self._sessions.pop(next(iter(self._sessions)))
+            self._sessions[id(session)] = session
+            while len(self._sessions) > SESSIONS:  # weights assigned since: their old buffers go
+                self._sessions.pop(next(iter(self._sessions)))
             return session
 
 
-SESSIONS = 8
-"""Sessions a runner keeps when it cannot tell when their network is gone."""
+SESSIONS = 4
+"""Sessions a runner keeps: the CuPy engine makes one runner per network, so the newest few
+(weights assigned to the layers start a new one) are all it needs."""
 
 
 def covered(plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch) -> bool:
@@ -216,8 +212,7 @@ def covered(plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch) -> boo
     if first.shape[0] != x.shape[1]:
         return False
     k = params[-1]["weight"].shape[1]
-    if plan.loss == "categorical_crossentropy" and t.ndim == 1:
-        # labels outside [0, k) go to the generic step (which one-hot encodes them)
+    if plan.loss == "categorical_crossentropy" and t.ndim == 1:  # labels, checked in range at the boundary
         return str(t.dtype) == "int32" and t.shape[0] == x.shape[0]
     return t.dtype == x.dtype and tuple(t.shape) == (x.shape[0], k)
 
