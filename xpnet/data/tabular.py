@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from . import labels
+
 TASKS = ("classification", "regression")
 CLASS_LIMIT = 20
 """A numeric target whose values are all integers is classes when it has at most this many."""
@@ -80,18 +82,19 @@ class TabularEncoder:
         return bool(self.columns)
 
     @property
-    def names(self) -> list[str]:
-        """The input column names, in the order the encoder was fitted on."""
+    def names(self) -> list[Any]:
+        """The input column labels (JSON form, see :mod:`xpnet.data.labels`), in fitted order."""
         return [c["name"] for c in self.columns]
 
     def fit(self, frame: Any) -> TabularEncoder:
         """Learn medians, scales and categories from the training DataFrame ``frame``."""
         if not is_dataframe(frame) or frame.shape[1] == 0 or frame.shape[0] == 0:
             raise ValueError("TabularEncoder.fit needs a DataFrame with at least one row and one column")
-        self.columns = [self._fit_column(str(name), frame[name]) for name in frame.columns]
+        names = labels.stored(frame.columns)
+        self.columns = [self._fit_column(name, frame.iloc[:, i]) for i, name in enumerate(names)]
         return self
 
-    def _fit_column(self, name: str, column: Any) -> dict[str, Any]:
+    def _fit_column(self, name: Any, column: Any) -> dict[str, Any]:
         if not is_numeric_kind(column.dtype):
             counts = column.dropna().map(_key).value_counts(sort=False)
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
@@ -118,10 +121,11 @@ class TabularEncoder:
     def feature_names_out(self) -> list[str]:
         names: list[str] = []
         for c in self.columns:
+            name = labels.shown(c["name"])
             if c["kind"] == "numeric":
-                names += [c["name"], f"{c['name']}_missing"] if c["indicator"] else [c["name"]]
+                names += [name, f"{name}_missing"] if c["indicator"] else [name]
             else:
-                names += [f"{c['name']}={v}" for v in c["categories"]]
+                names += [f"{name}={v}" for v in c["categories"]]
         return names
 
     def transform(self, frame: Any) -> np.ndarray:
@@ -135,8 +139,8 @@ class TabularEncoder:
         """
         if not self.fitted:
             raise ValueError("the encoder is not fitted: call fit first")
-        check_columns(frame, self.names)
-        parts = [self._transform_column(c, frame[c["name"]]) for c in self.columns]
+        where = labels.positions(frame, self.names)
+        parts = [self._transform_column(c, frame.iloc[:, i]) for c, i in zip(self.columns, where)]
         return np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0))
 
     def _transform_column(self, spec: dict[str, Any], column: Any) -> np.ndarray:
@@ -147,7 +151,9 @@ class TabularEncoder:
         try:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
-            raise ValueError(f"column {spec['name']!r} was numeric in training but holds text here") from None
+            raise ValueError(
+                f"column {labels.restored(spec['name'])!r} was numeric in training but holds text here"
+            ) from None
         gaps = ~np.isfinite(values)
         standard = (np.where(gaps, spec["median"], values) - spec["mean"]) / spec["scale"]
         if spec["indicator"]:
@@ -180,12 +186,9 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value))
 
 
-def check_columns(frame: Any, names: list[str], what: str = "the model") -> None:
-    """ValueError naming every column of ``names`` that ``frame`` lacks."""
-    have = {str(c) for c in frame.columns}
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise ValueError(f"the data lacks {what}'s feature column(s) {missing}")
+def check_columns(frame: Any, names: list[Any], what: str = "the model") -> None:
+    """ValueError naming every column of ``names`` that ``frame`` lacks (or has twice)."""
+    labels.positions(frame, names, what)
 
 
 def needs_encoding(frame: Any) -> bool:

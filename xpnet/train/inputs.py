@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
-from ..data.tabular import TabularEncoder, check_columns, is_dataframe, needs_encoding
+from ..data import labels
+from ..data.tabular import TabularEncoder, is_dataframe, needs_encoding
 from ..nn.losses import CategoricalCrossentropy
 from ..nn.shapes import parameter_count
 
@@ -163,7 +164,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
         raise ValueError(f"preprocess must be None, 'auto' or 'always', got {preprocess!r}")
     meta = net.metadata
     if is_dataframe(X) and "feature_names" not in meta:
-        meta["feature_names"] = [str(c) for c in X.columns]
+        meta["feature_names"] = labels.stored(X.columns)
     if preprocess is None:
         return
     if is_dataframe(X) and "encoder" not in meta:
@@ -198,12 +199,12 @@ def table(net: Any, X: Any, name: str) -> Any:
     meta = net.metadata
     names = meta.get("feature_names")
     if is_dataframe(X) and names is not None:
-        check_columns(X, names, "the network")
-        X = X[names] if list(X.columns) != names else X
+        X = labels.select(X, names, "the network")
     elif names is not None and "encoder" in meta and isinstance(X, (list, np.ndarray)):
         import pandas as pd
 
-        X = pd.DataFrame(list(X), columns=names)  # raw values in the fitted column order
+        columns = pd.Index([labels.restored(name) for name in names], tupleize_cols=False)
+        X = pd.DataFrame(list(X), columns=columns)  # raw values in the fitted column order
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
