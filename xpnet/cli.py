@@ -54,6 +54,8 @@ SMALL_TABLE = 1000
 """Training rows up to which the default is the k-fold ensemble (a held-back tenth: <= 100 rows)."""
 WEIGHT_DECAYS = (0.0, 0.01, 0.1)
 """Weight decays a k-fold ensemble chooses among by default (by the mean held-back loss)."""
+CLI_METADATA = ("feature_names", "task", "classes", "target_name")
+"""Metadata entries ``xpnet train`` writes and ``evaluate`` and ``predict`` read (checked at load)."""
 
 
 class UserError(Exception):
@@ -453,8 +455,9 @@ def _metrics(net: Network, X: Any, y: np.ndarray) -> dict[str, float]:
 
 def _model(path: str, args: argparse.Namespace) -> Network:
     net = load(path, backend=args.backend, device=args.device)
-    if "feature_names" not in net.metadata or "task" not in net.metadata:
-        raise UserError(f"{path} was not trained by the xpnet command (it has no feature names)")
+    missing = [key for key in CLI_METADATA if net.metadata.get(key) is None]
+    if missing:
+        raise UserError(f"{path} was not trained by the xpnet command (it has no {', '.join(missing)})")
     return net
 
 

@@ -160,6 +160,20 @@ class TabularEncoder:
             return np.column_stack([standard, gaps.astype(np.float64)])
         return standard[:, None]
 
+    def beyond(self, encoded: np.ndarray, top: float) -> list[tuple[Any, float]]:
+        """The input columns whose features in ``encoded`` are not finite or exceed ``top`` in
+        magnitude, each with its largest magnitude (for a dtype's range, after :meth:`transform`)."""
+        with np.errstate(invalid="ignore"):
+            worst = np.where(np.isfinite(encoded), np.abs(encoded), np.inf).max(axis=0, initial=0.0)
+        found, start = [], 0
+        for c in self.columns:
+            stop = start + _WIDTHS[c["kind"]](c)
+            big = float(worst[start:stop].max(initial=0.0))
+            if big > top:
+                found.append((c["name"], big))
+            start = stop
+        return found
+
     def fit_transform(self, frame: Any) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on the same DataFrame."""
         return self.fit(frame).transform(frame)
@@ -168,18 +182,109 @@ class TabularEncoder:
         """The fitted state as a JSON-able dict (see :meth:`from_state`)."""
         return {"max_categories": self.max_categories, "columns": self.columns}
 
+    @property
+    def width(self) -> int:
+        """How many features :meth:`transform` makes (``len(feature_names_out)``, counted)."""
+        return sum(_WIDTHS[c["kind"]](c) for c in self.columns)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TabularEncoder:
-        """An encoder rebuilt from :meth:`get_state`'s output."""
+        """An encoder rebuilt from :meth:`get_state`'s output, every entry checked.
+
+        Raises
+        ------
+        ValueError
+            Naming the first entry that is missing or of the wrong type, a
+            duplicated column, a scale that is not a finite number of normal
+            size, or repeated categories: a state that ``transform`` could not
+            use as written.
+        """
+        state = _entries(state, {"max_categories": int, "columns": list}, "the encoder")
+        if state["max_categories"] < 1:
+            raise ValueError(f"the encoder's max_categories is {state['max_categories']}; expected >= 1")
+        encoder = cls(state["max_categories"])
+        encoder.columns = [_column_state(c, i) for i, c in enumerate(state["columns"])]
+        if not encoder.columns:
+            raise ValueError("the encoder has no columns")
         try:
-            encoder = cls(int(state["max_categories"]))
-            encoder.columns = [dict(c) for c in state["columns"]]
-            kinds = {c["kind"] for c in encoder.columns}
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a TabularEncoder state: {exc!r}") from exc
-        if not kinds <= {"numeric", "categorical"}:
-            raise ValueError(f"not a TabularEncoder state: unknown column kinds {sorted(kinds)}")
+            labels.stored([labels.restored(name) for name in encoder.names])
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"the encoder's column names {encoder.names[:5]} are repeated or not labels"
+            ) from None
+        wide = [c["name"] for c in encoder.columns if len(c.get("categories", ())) > encoder.max_categories]
+        if wide:
+            raise ValueError(
+                f"the encoder's columns {wide[:5]} list more categories than its max_categories "
+                f"({encoder.max_categories})"
+            )
         return encoder
+
+
+_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), list: (list,)}
+
+
+def _entries(state: Any, wanted: dict[str, Any], what: str) -> dict[str, Any]:
+    """``state`` when it is a JSON object holding ``wanted``'s keys with values of their types."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} is {type(state).__name__}; expected a JSON object")
+    for name, kind in wanted.items():
+        value = state.get(name)
+        bad_bool = isinstance(value, bool) and kind is not bool
+        if name not in state or bad_bool or not isinstance(value, _TYPES[kind]):
+            got = "missing" if name not in state else f"{value!r}"[:40]
+            raise ValueError(f"{what}'s {name!r} is {got}; expected {kind.__name__}")
+    return state
+
+
+def _finite(value: float, what: str, scale: bool = False) -> None:
+    tiny = float(np.finfo(np.float64).tiny)
+    if not np.isfinite(value) or (scale and abs(value) < tiny):
+        size = "a finite number of normal size (|scale| >= 2.2e-308)" if scale else "a finite number"
+        raise ValueError(f"{what} is {value!r}; expected {size}")
+
+
+def _numeric_state(spec: dict[str, Any], what: str) -> None:
+    _entries(spec, {"median": float, "mean": float, "scale": float, "indicator": bool}, what)
+    for name in ("median", "mean", "scale"):
+        _finite(spec[name], f"{what}'s {name!r}", scale=name == "scale")
+    # Fitted on data, the median lies within one standard deviation of the mean (to rounding).
+    slack = 1e-9 * (abs(spec["scale"]) + abs(spec["mean"]))
+    if abs(spec["median"] - spec["mean"]) > abs(spec["scale"]) + slack:
+        raise ValueError(
+            f"{what}'s median {spec['median']!r} is more than its scale {spec['scale']!r} from its "
+            f"mean {spec['mean']!r}, which no fitted column gives"
+        )
+
+
+def _categorical_state(spec: dict[str, Any], what: str) -> None:
+    categories = _entries(spec, {"categories": list}, what)["categories"]
+    if not all(isinstance(c, str) for c in categories):
+        raise ValueError(f"{what}'s categories must be text")
+    if len(set(categories)) != len(categories):
+        raise ValueError(f"{what} lists a category more than once")
+
+
+_STATE_CHECKS = {"numeric": _numeric_state, "categorical": _categorical_state}
+"""Each column kind's check of its fitted state (see :meth:`TabularEncoder.from_state`)."""
+_WIDTHS = {
+    "numeric": lambda spec: 1 + int(spec["indicator"]),
+    "categorical": lambda spec: len(spec["categories"]),
+}
+"""How many features each column kind encodes into."""
+
+
+def _column_state(spec: Any, index: int) -> dict[str, Any]:
+    what = f"the encoder's column {index}"
+    spec = _entries(spec, {}, what)
+    if "name" not in spec:
+        raise ValueError(f"{what} has no 'name'")
+    kind = spec.get("kind")
+    check = _STATE_CHECKS.get(kind) if isinstance(kind, str) else None
+    if check is None:
+        raise ValueError(f"{what} has kind {kind!r}; expected one of {sorted(_STATE_CHECKS)}")
+    check(spec, f"{what} ({labels.shown(spec['name'])!r})")
+    return dict(spec)
 
 
 def _missing(value: Any) -> bool:

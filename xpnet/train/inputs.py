@@ -208,7 +208,8 @@ def table(net: Any, X: Any, name: str) -> Any:
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
-        return TabularEncoder.from_state(meta["encoder"]).transform(X)
+        encoder = TabularEncoder.from_state(meta["encoder"])
+        return _in_range(encoder, encoder.transform(X), net.dtype, name)
     if is_dataframe(X):
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
         if bad:
@@ -217,6 +218,23 @@ def table(net: Any, X: Any, name: str) -> Any:
                 'or fit with preprocess="auto"'
             )
     return X
+
+
+def _in_range(encoder: TabularEncoder, encoded: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``encoded``, or a ValueError naming the columns the model's encoder puts beyond ``dtype``."""
+    far = encoder.beyond(encoded, float(np.finfo(dtype).max))
+    if not far:
+        return encoded
+    specs = {labels.key(c["name"]): c for c in encoder.columns}
+    parts = []
+    for label, big in far[: labels.SHOWN]:
+        spec = specs[labels.key(label)]
+        fitted = f"mean {spec['mean']:.3g}, scale {spec['scale']:.3g}" if "mean" in spec else "categories"
+        parts.append(f"{labels.shown(label)!r} to {big:.3g} (the encoder's {fitted})")
+    raise ValueError(
+        f"the model's encoder puts {name}'s column(s) beyond {dtype}'s range: {'; '.join(parts)}; "
+        "the values are far from those the model was trained on, or the model file was altered"
+    )
 
 
 def outputs(net: Any, out: Array) -> Array:
