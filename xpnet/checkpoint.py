@@ -121,12 +121,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         else:
             os.replace(temporary, target)
         _sync_folder(target.parent)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     finally:
         os.close(handle)  # releases the lock
+
+
+def _naming(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` said for ``path`` ("could not write m.safetensors: No space left on device"), same errno."""
+    reason = exc.strerror or str(exc)
+    named = OSError(f"could not write {path}: {reason} (any file there before is unchanged)")
+    named.errno = exc.errno  # no strerror or filename: str() would become "[Errno 28] ..." again
+    return named
 
 
 def _temporary_prefix(target: Path) -> str:

@@ -92,6 +92,17 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
+def check_finite(tensors: dict[str, np.ndarray], path: Any) -> None:
+    """ValueError naming the tensors of ``tensors`` that hold NaN or infinity (not saved to ``path``)."""
+    bad = [name for name, t in tensors.items() if t.dtype.kind == "f" and not bool(np.isfinite(t).all())]
+    if bad:
+        raise ValueError(
+            f"not saving {path}: the network's {', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''} "
+            "hold NaN or infinity (the old file, if any, is unchanged); pass allow_nonfinite=True "
+            "to save it anyway"
+        )
+
+
 @dataclass
 class Contents:
     """Checked checkpoint metadata, ready to rebuild a network from."""
