@@ -14,7 +14,7 @@ import numpy as np
 from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
-from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
+from .data import BUILTIN_DATASETS, TabularEncoder, TargetEncoder, load_dataset, read_table, train_test_split
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
 from .nn.residual import Residual
@@ -447,8 +447,12 @@ class _EpochLines(Callback):
 def _metrics(net: Network, X: Any, y: np.ndarray) -> dict[str, float]:
     """Loss and accuracy for classification; RMSE and MAE in the target's own units for regression."""
     if net._classification:
-        return net.evaluate(X, y)
-    pred = to_numpy(net.predict(X)).ravel().astype(np.float64)
+        with np.errstate(all="ignore"):
+            metrics = net.evaluate(X, y)
+        if not all(np.isfinite(v) for v in metrics.values()):
+            _predicted(net, X, proba=True)  # names the rows whose predictions are not finite
+        return metrics
+    pred = _predicted(net, X, proba=False).ravel()
     error = pred - np.asarray(y, dtype=np.float64)
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
@@ -496,7 +500,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     table, _ = _table(args.data, args)
     index = table.index
     if meta["task"] == "classification":
-        prob = to_numpy(net.predict_proba(table)).astype(np.float64)
+        prob = _predicted(net, table, proba=True)
         if prob.shape[1] == 1:
             prob = np.hstack([1.0 - prob, prob])
         classes = meta["classes"]
@@ -504,7 +508,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for i, label in enumerate(classes):
             frame[f"p_{label}"] = prob[:, i]
     else:
-        frame = pd.DataFrame({"prediction": to_numpy(net.predict(table)).ravel()}, index=index)
+        frame = pd.DataFrame({"prediction": _predicted(net, table, proba=False).ravel()}, index=index)
     text = io.StringIO()
     frame.to_csv(text, index=not isinstance(index, pd.RangeIndex), float_format="%.6g")
     if args.out:
@@ -513,6 +517,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text.getvalue())
     return 0
+
+
+def _predicted(net: Network, table: Any, proba: bool) -> np.ndarray:
+    """The network's outputs for ``table`` as float64, or a UserError naming the rows that are not
+    finite and why (no numpy warnings on the way)."""
+    with np.errstate(all="ignore"):
+        out = to_numpy(net.predict_proba(table) if proba else net.predict(table)).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))
+    if bad.size == 0:
+        return out
+    rows = ", ".join(str(int(i) + 1) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+    raise UserError(
+        f"the predictions for {bad.size} of {len(out)} rows (data rows {rows}) are not finite: "
+        f"{_overflow(net, table.iloc[bad])}"
+    )
+
+
+def _overflow(net: Network, rows: Any) -> str:
+    """Why a finite model gives rows non-finite outputs: the encoded feature farthest from training."""
+    why = f"the network's {net.dtype} arithmetic overflowed"
+    state = net.metadata.get("encoder")
+    if state is None:
+        return why
+    encoder = TabularEncoder.from_state(state)
+    encoded = np.abs(encoder.transform(rows))
+    column = int(np.argmax(encoded.max(axis=0)))
+    return (
+        f"{why} on their feature {encoder.feature_names_out[column]!r}, "
+        f"{encoded[:, column].max():.3g} standard deviations from its training mean; "
+        "remove or rescale such values, or train with --dtype float64"
+    )
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
