@@ -351,6 +351,14 @@ class IterableSource:
         except TypeError:
             return None
 
+    def check_epochs(self, epochs: int, what: str = "X") -> None:
+        """ValueError, before any is read, when a one-shot iterator is asked for several epochs."""
+        if self._one_shot and self._epochs + epochs > 1:
+            raise ValueError(
+                f"{what} is a one-shot iterator (a generator can be iterated only once), which gives "
+                f"one epoch, not {self._epochs + epochs}; {_REITERABLE}"
+            )
+
     def batches(
         self, batch_size: int | None = None, rng: np.random.Generator | None = None
     ) -> Iterator[Batch]:
@@ -358,12 +366,23 @@ class IterableSource:
         if self._one_shot and self._epochs > 0:
             raise ValueError(
                 "this iterator of batches is exhausted after one epoch (a generator can be iterated "
-                "only once); pass a list, a re-iterable such as a torch DataLoader, or a function "
-                "returning a fresh iterator, e.g. lambda: make_batches()"
+                f"only once); {_REITERABLE}"
             )
         self._epochs += 1
         items = self.source() if callable(self.source) else iter(self.source)
         return (_as_batch(item, i) for i, item in enumerate(items))
+
+
+_REITERABLE = (
+    "pass a list, a re-iterable such as a torch DataLoader, or a function returning a fresh iterator, "
+    "e.g. lambda: make_batches()"
+)
+
+
+def check_epochs(source: Any, epochs: int, what: str = "X") -> None:
+    """Refuse, before training, more epochs than ``source`` can give (a one-shot iterator: one)."""
+    if isinstance(source, IterableSource):
+        source.check_epochs(epochs, what)
 
 
 def _as_batch(item: Any, index: int) -> Batch:

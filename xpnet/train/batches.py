@@ -125,8 +125,9 @@ def split_source(source: streams.BatchSource, split: Any, validation: Any) -> tu
 
 
 def host_features(net: Any, x: np.ndarray, index: int) -> np.ndarray:
-    """A batch's features in the network's dtype, checked (on the host: no device sync)."""
-    x = np.asarray(x, dtype=net.dtype)
+    """A batch's features in the network's dtype, checked (on the host: no device sync) as
+    in-memory features are: real numbers only, the network's width, finite."""
+    x = np.asarray(inputs.real(np.asarray(x), f"batch {index}: X_b"), dtype=net.dtype)
     if not net.built:
         net.build(int(x.shape[1]))
     if x.shape[1] != net.in_features:

@@ -156,6 +156,8 @@ class Trainer:
             data, val = _data(
                 self, X, y, batch_size, shuffle, device_data, comm, preprocess, validation, weights, metrics
             )
+            streams.check_epochs(getattr(data, "source", None), epochs)
+            streams.check_epochs(val, epochs, "validation_data")
             callbacks = _callbacks(callbacks, comm)
             history = History()  # this call's epochs; self.history keeps every call's
             self.stop_training = False

@@ -66,7 +66,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
     if net.backend.owns(data) and not isinstance(data, np.ndarray):
         if net.backend.xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
             return data
-        _real(to_numpy(data), name)  # raises, with the message host data get
+        real(to_numpy(data), name)  # raises, with the message host data get
     if type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy"):
         host = _pandas_numeric(data, name)
     else:
@@ -74,7 +74,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
             host = to_numpy(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
-    host = _real(host, name)
+    host = real(host, name)
     if any(stride < 0 for stride in host.strides):
         host = np.ascontiguousarray(host)
     return host
@@ -97,7 +97,9 @@ def _pandas_numeric(data: Any, name: str) -> np.ndarray:
     return host.reshape(-1) if frame is not data else host
 
 
-def _real(host: np.ndarray, name: str) -> np.ndarray:
+def real(host: np.ndarray, name: str) -> np.ndarray:
+    """Host ``host`` when it holds real numbers (object arrays of numbers as float64), else a
+    ValueError saying what it holds: text, complex numbers, dates or other objects."""
     kind = host.dtype.kind
     if kind in "biuf":
         return host
