@@ -140,7 +140,8 @@ def any_positive(weight: np.ndarray) -> bool:
 
 
 def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
-    """The product of the sample and class weights (None when neither is given)."""
+    """The product of the sample and class weights (None when neither is given), divided by the
+    largest (see :func:`normalized`)."""
     if sample_weight is None and class_weight is None:
         return None
     weight = np.ones(n) if sample_weight is None else sample_weights(sample_weight, n)
@@ -148,7 +149,18 @@ def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary:
         weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
     if not np.any(weight > 0):
         raise ValueError("every sample has weight 0: nothing would be learned")
-    return weight
+    return normalized(weight)
+
+
+def normalized(weight: np.ndarray) -> np.ndarray:
+    """Float64 host weights divided by their largest (all 0: unchanged).
+
+    Each batch's loss divides by its weights' sum, so a common factor changes
+    nothing; without it, weights near float32's limits (3e38, 1e-40) would
+    overflow a float32 sum or vanish when cast, and train nothing.
+    """
+    peak = float(weight.max(initial=0.0))
+    return weight / peak if peak > 0 else weight
 
 
 def split_fraction(validation_split: Any) -> float:
