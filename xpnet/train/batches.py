@@ -65,6 +65,7 @@ def source_of(
         if need_y and source.y is None:
             raise ValueError("y is None; expected one target per sample (or pass X as batches)")
         if sample_weight is not None:
+            streams.check_mapped(sample_weight, "sample_weight")
             weight = weighting.stream_weights(sample_weight, source.n_rows)
             source = streams.ArraySource(source.X, source.y, weight)
     return source
