@@ -6,6 +6,8 @@ scikit-learn's metrics on the same predictions, and repeated rows for integer we
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -245,3 +247,39 @@ def test_extreme_uniform_sample_weights_train_as_weight_one(backend, monkeypatch
     assert loss_big[0] > 0.5
     for a, b in zip(w_big, w_one):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_class_weight_naming_labels_the_network_has_not_is_refused(backend, streamed):
+    """``class_weight={5: 2.0}`` on 0/1 labels was ignored silently."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 3))
+    cases = [
+        (
+            [xn.Dense(1, "sigmoid", in_features=3)],
+            "logloss",
+            (X[:, 0] > 0).astype(float),
+            {5: 2.0, 1: 3.0},
+            "[5]",
+            "0..1",
+        ),
+        (
+            [xn.Dense(3, "softmax", in_features=3)],
+            "cross_entropy",
+            rng.integers(0, 3, 32),
+            {3: 1.0, -1: 2.0},
+            "[-1, 3]",
+            "0..2",
+        ),
+    ]
+    for layers, loss, y, weights, named, labels in cases:
+        net = xn.Network(layers, loss=loss, backend=backend, seed=0)
+        data = ([(X[:16], y[:16]), (X[16:], y[16:])],) if streamed else (X, y)
+        with pytest.raises(
+            ValueError,
+            match=rf"class_weight names label\(s\) {re.escape(named)}, but the network's labels are {labels}",
+        ):
+            net.fit(*data, class_weight=weights, epochs=1, verbose=0)
+        assert net.epoch == 0
+        present = {k: v for k, v in weights.items() if k in (0, 1)}
+        net.fit(*data, class_weight=present, epochs=1, verbose=0)  # labels it has, present or not

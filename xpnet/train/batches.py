@@ -95,7 +95,8 @@ def class_table_of(net: Any, source: streams.BatchSource, class_weight: Any) -> 
             for i, part in enumerate(parts)
         )
         counts = weighting.label_counts(chunks)
-    return weighting.class_table(class_weight, counts)
+    labels = weighting.label_count(net.out_features, binary=net._model().binary) if net.built else None
+    return weighting.class_table(class_weight, counts, labels)
 
 
 def split_source(source: streams.BatchSource, split: Any, validation: Any) -> tuple[streams.BatchSource, Any]:

@@ -25,7 +25,7 @@ from ..backend import Array, Backend
 from ..data import streams
 from . import feed, inference, inputs, weighting
 from .batches import class_table_of, source_of, split_source, streamed
-from .callbacks import TerminateOnNaN
+from .callbacks import TerminateOnNaN, check_logs
 from .history import History
 from .progress import Progress
 
@@ -159,6 +159,7 @@ class Trainer:
             streams.check_epochs(getattr(data, "source", None), epochs)
             streams.check_epochs(val, epochs, "validation_data")
             callbacks = _callbacks(callbacks, comm)
+            check_logs(callbacks, val is not None)
             history = History()  # this call's epochs; self.history keeps every call's
             self.stop_training = False
             _call(callbacks, "on_train_begin", self, {})
@@ -232,7 +233,12 @@ def _split(
     """Training rows, targets and device weights after ``validation_split``; the validation pair."""
     n = int(x.shape[0])
     weight = weighting.combined(
-        weights["sample_weight"], weights["class_weight"], t, n, binary=net._model().binary
+        weights["sample_weight"],
+        weights["class_weight"],
+        t,
+        n,
+        binary=net._model().binary,
+        outputs=net.out_features,
     )
     train = weighting.split_rows(n, split)
     if split:

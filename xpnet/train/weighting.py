@@ -30,11 +30,15 @@ def labels_of(t: Array, *, binary: bool) -> np.ndarray:
     return np.argmax(host, axis=1)
 
 
-def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None) -> dict[int, float]:
+def class_table(
+    class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None, labels: int | None = None
+) -> dict[int, float]:
     """``{label: weight}`` from ``class_weight``: a dict, checked, or ``"balanced"`` from ``counts``.
 
     ``counts`` are the labels present and how many rows each has (needed by
     ``"balanced"`` only): scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``labels`` is how many labels the network has (0 to ``labels - 1``): a dict
+    naming others is refused, since no row can carry them.
     """
     if isinstance(class_weight, str):
         if class_weight != "balanced":
@@ -62,6 +66,12 @@ def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None)
         ):
             raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
         table[int(label)] = float(weight)
+    unknown = sorted(label for label in table if labels is not None and not 0 <= label < labels)
+    if unknown:
+        raise ValueError(
+            f"class_weight names label(s) {unknown}, but the network's labels are 0..{labels - 1} "
+            f"({labels} classes): no row can have them"
+        )
     return table
 
 
@@ -81,14 +91,23 @@ def row_weights(table: dict[int, float], labels: np.ndarray) -> np.ndarray:
     return np.array([table.get(int(label), 1.0) for label in labels.tolist()], dtype=np.float64)
 
 
-def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
+def class_weights(class_weight: Any, labels: np.ndarray, count: int | None = None) -> np.ndarray:
     """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
 
-    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``;
+    ``count`` the network's number of labels (see :func:`class_table`).
     """
     balanced = isinstance(class_weight, str) and class_weight == "balanced"
     counts = np.unique(labels, return_counts=True) if balanced else None
-    return row_weights(class_table(class_weight, counts), labels)
+    return row_weights(class_table(class_weight, counts, count), labels)
+
+
+def label_count(out_features: int, *, binary: bool) -> int | None:
+    """How many class labels a network's targets can hold: 2 for one binary output, else its
+    outputs (None for several binary outputs, which ``class_weight`` refuses anyway)."""
+    if binary:
+        return 2 if out_features == 1 else None
+    return out_features
 
 
 def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
@@ -139,14 +158,17 @@ def any_positive(weight: np.ndarray) -> bool:
     return any(bool(np.any(weight[i : i + CHUNK_ROWS] > 0)) for i in range(0, len(weight), CHUNK_ROWS))
 
 
-def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
+def combined(
+    sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool, outputs: int | None = None
+) -> np.ndarray | None:
     """The product of the sample and class weights (None when neither is given), divided by the
-    largest (see :func:`normalized`)."""
+    largest (see :func:`normalized`); ``outputs`` (the network's) bounds ``class_weight``'s labels."""
     if sample_weight is None and class_weight is None:
         return None
     weight = np.ones(n) if sample_weight is None else sample_weights(sample_weight, n)
     if class_weight is not None:
-        weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
+        count = None if outputs is None else label_count(outputs, binary=binary)
+        weight = weight * class_weights(class_weight, labels_of(t, binary=binary), count)
     if not np.any(weight > 0):
         raise ValueError("every sample has weight 0: nothing would be learned")
     return normalized(weight)
