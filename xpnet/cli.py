@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
 from .data import BUILTIN_DATASETS, TabularEncoder, TargetEncoder, load_dataset, read_table, train_test_split
+from .data.tabular import EncodingNote
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
 from .nn.residual import Residual
@@ -722,12 +725,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _notes() -> Iterator[None]:
+    """Show the encoder's notes (:class:`~xpnet.data.tabular.EncodingNote`) as ``note:`` lines on
+    standard error, each once; other warnings as Python shows them."""
+    seen: set[str] = set()
+    show = warnings.showwarning
+
+    def shown(message: Any, category: Any, *where: Any, **options: Any) -> None:
+        if not issubclass(category, EncodingNote):
+            show(message, category, *where, **options)
+        elif str(message) not in seen:
+            seen.add(str(message))
+            print(f"note: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EncodingNote)
+        warnings.showwarning = shown
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        with _notes():
+            return int(args.run(args))
     except (
         UserError,
         ValueError,

@@ -15,6 +15,7 @@ Everything here runs on the host in NumPy and pandas.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -98,12 +99,14 @@ class TabularEncoder:
         if not is_numeric_kind(column.dtype):
             counts = column.dropna().map(_key).value_counts(sort=False)
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            _note_categories(name, column, ranked, self.max_categories)
             return {
                 "name": name,
                 "kind": "categorical",
                 "categories": sorted(key for key, _ in ranked[: self.max_categories]),
             }
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        _note_infinite(name, values, "taken as missing in training")
         finite = values[np.isfinite(values)]
         median = float(np.median(finite)) if finite.size else 0.0
         filled = np.where(np.isfinite(values), values, median)
@@ -145,15 +148,20 @@ class TabularEncoder:
 
     def _transform_column(self, spec: dict[str, Any], column: Any) -> np.ndarray:
         if spec["kind"] == "categorical":
-            keys = column.map(lambda v: None if _missing(v) else _key(v)).to_numpy()
+            keys = column.map(_category_key(spec["categories"])).to_numpy()
             cats = np.asarray(spec["categories"], dtype=object)
-            return (keys[:, None] == cats[None, :]).astype(np.float64)
+            encoded = (keys[:, None] == cats[None, :]).astype(np.float64)
+            _note_unseen(spec["name"], column, keys, encoded)
+            return encoded
         try:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
             raise ValueError(
                 f"column {labels.restored(spec['name'])!r} was numeric in training but holds text here"
             ) from None
+        _note_infinite(spec["name"], values, "replaced by the training median")
+        if not spec["indicator"]:
+            _note_missing(spec["name"], values)
         gaps = ~np.isfinite(values)
         standard = (np.where(gaps, spec["median"], values) - spec["mean"]) / spec["scale"]
         if spec["indicator"]:
@@ -285,6 +293,99 @@ def _column_state(spec: Any, index: int) -> dict[str, Any]:
         raise ValueError(f"{what} has kind {kind!r}; expected one of {sorted(_STATE_CHECKS)}")
     check(spec, f"{what} ({labels.shown(spec['name'])!r})")
     return dict(spec)
+
+
+class EncodingNote(UserWarning):
+    """Something the encoder did with the data that its user should hear of, in one line: a
+    column read as categories although half of it is numbers, categories cut to the most
+    frequent, values not seen in training, infinite or missing values replaced."""
+
+
+def _note(text: str) -> None:
+    warnings.warn(text, EncodingNote, stacklevel=4)
+
+
+_TRUE = {"true", "t", "yes", "y", "on", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "off", "0", "0.0"}
+
+
+def _boolean(value: Any) -> bool | None:
+    """``value`` as a truth value when it spells one (True, 1, "yes", "TRUE", ...), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return bool(value) if value in (0, 1) else None
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _category_key(categories: list[str]) -> Any:
+    """A value's category key; for a column of truth values (``True``/``False``, ``yes``/``no``),
+    any spelling of one maps to the category that spells it in training."""
+    truths = {_boolean(c): c for c in categories}
+    boolean = None not in truths and len(truths) == len(categories)
+    known = set(categories)
+
+    def key(value: Any) -> str | None:
+        if _missing(value):
+            return None
+        k = _key(value)
+        if boolean and k not in known:
+            return truths.get(_boolean(value), k)
+        return k
+
+    return key
+
+
+def _note_categories(name: Any, column: Any, ranked: list[tuple[str, int]], limit: int) -> None:
+    """Notes for a text column: categories beyond ``limit`` dropped; numbers read as categories."""
+    shown = repr(labels.restored(name))
+    if len(ranked) > limit:
+        dropped = sum(count for _, count in ranked[limit:])
+        _note(
+            f"column {shown} has {len(ranked):,} distinct values: the {limit} most frequent are its "
+            f"categories, the other {len(ranked) - limit:,} ({dropped:,} rows) encode as unseen (all zeros)"
+        )
+    present = column.dropna()
+    texts = present[present.map(lambda v: isinstance(v, str))]
+    if len(texts) < len(present) or not len(texts):
+        return
+    import pandas as pd
+
+    numbers = int(pd.to_numeric(texts, errors="coerce").notna().sum())
+    if numbers >= 0.2 * len(texts):
+        _note(
+            f"column {shown} holds numbers in {numbers:,} of {len(texts):,} rows and text in the others: "
+            "it is encoded as categories, each number its own; if the text means missing, say so "
+            "(na_values, --na-values)"
+        )
+
+
+def _note_infinite(name: Any, values: np.ndarray, what: str) -> None:
+    count = int(np.isinf(values).sum())
+    if count:
+        _note(f"column {labels.restored(name)!r} holds {count:,} infinite value(s), {what}")
+
+
+def _note_missing(name: Any, values: np.ndarray) -> None:
+    count = int(np.isnan(values).sum())
+    if count:
+        _note(
+            f"column {labels.restored(name)!r} has {count:,} missing value(s), which it had none of in "
+            "training: replaced by the training median"
+        )
+
+
+def _note_unseen(name: Any, column: Any, keys: np.ndarray, encoded: np.ndarray) -> None:
+    present = keys != None  # noqa: E711 (elementwise on an object array)
+    unseen = present & ~encoded.any(axis=1)
+    count, total = int(unseen.sum()), int(present.sum())
+    if total and count > total / 2:
+        examples = sorted({str(v) for v in column[unseen].head(1000)})[:3]
+        _note(
+            f"column {labels.restored(name)!r}: {count:,} of {total:,} values were not seen in training "
+            f"(e.g. {examples}) and encode as unseen (all zeros)"
+        )
 
 
 def _missing(value: Any) -> bool:
