@@ -66,8 +66,8 @@ def class_table(
         ):
             raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
         table[int(label)] = float(weight)
-    unknown = sorted(label for label in table if labels is not None and not 0 <= label < labels)
-    if unknown:
+    unknown = [] if labels is None else sorted(label for label in table if not 0 <= label < labels)
+    if labels is not None and unknown:
         raise ValueError(
             f"class_weight names label(s) {unknown}, but the network's labels are 0..{labels - 1} "
             f"({labels} classes): no row can have them"
