@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from . import cli_stream
 from .backend import BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
@@ -154,6 +155,8 @@ def _target(frame: Any, name: str | None, task: str, source: str) -> tuple[Any, 
 
 def cmd_train(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out, "--plot": args.plot}, [args.data])
+    if cli_stream.streams(args.data):  # too big to read whole
+        return cli_stream.train(args)
     frame, default_target = _table(args.data, args)
     settings = _settings(args)
     _hidden(settings["hidden"])
