@@ -277,6 +277,7 @@ def test_the_encoder_says_what_it_reinterprets_in_one_line_each():
     new = frame.head(10).assign(town=["z"] * 9 + ["a"], x=[np.inf] + [np.nan] * 9)
     _, notes = _notes(lambda: encoder.transform(new))
     assert "column 'x' holds 1 infinite value(s), replaced by the training median" in notes
+    assert not [n for n in notes if n.startswith("column 'code'")]  # its cut was said once, in fit
     unseen = "column 'town': 9 of 10 values were not seen in training (e.g. ['z']) and encode as unseen"
     assert f"{unseen} (all zeros)" in notes
     quiet = frame.drop(columns=["code", "dose"]).assign(x=rng.normal(size=2000))

@@ -151,7 +151,8 @@ class TabularEncoder:
             keys = column.map(_category_key(spec["categories"])).to_numpy()
             cats = np.asarray(spec["categories"], dtype=object)
             encoded = (keys[:, None] == cats[None, :]).astype(np.float64)
-            _note_unseen(spec["name"], column, keys, encoded)
+            if len(cats) < self.max_categories:  # a column cut to its most frequent was noted in fit
+                _note_unseen(spec["name"], column, keys, encoded)
             return encoded
         try:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
