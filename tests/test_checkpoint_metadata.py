@@ -137,13 +137,25 @@ def _paths(meta):
 
 
 def tampered_metadata(good):
-    """(name, change) for every listed entry and every hostile value (a generator of cases)."""
+    """(name, entry, change) for every listed entry and every hostile value (a generator of cases):
+    the ``metadata`` entry's keys, and the ``input_scaling`` entry (its means, or its scales, all
+    set to the hostile value)."""
     header, _ = _split(good)
     meta = json.loads(header["__metadata__"]["metadata"])
+    width = int(header["__metadata__"]["in_features"])
     for path in _paths(meta):
         for hostile in HOSTILE:
             name = "/".join(map(str, path)) + f" = {hostile}"
-            yield name, _setter(path, hostile)
+            yield name, "metadata", _setter(path, hostile)
+    for key in ("mean", "scale"):
+        for hostile in HOSTILE:
+            other = 0.0 if key == "scale" else 1.0
+            value = [copy.deepcopy(HOSTILE[hostile])] * width
+
+            def change(_, key=key, value=value, other=other):
+                return {key: value, ("scale" if key == "mean" else "mean"): [other] * width}
+
+            yield f"input_scaling/{key} = {hostile}", "input_scaling", change
 
 
 def _scaling(values):
@@ -301,9 +313,9 @@ def test_every_generated_tampering_loads_and_predicts_or_is_one_line_naming_the_
     outcomes = {"refused": 0, "predicted": 0}
     for kind in ("classifier", "regressor"):
         good, data = models[kind]
-        for name, change in tampered_metadata(good):
+        for name, entry, change in tampered_metadata(good):
             path = tmp_path / f"{kind}.safetensors"
-            path.write_bytes(_tampered(good, change))
+            path.write_bytes(_tampered(good, change, entry))
             status, out, err = _predict(path, data, backend, capsys)
             err = "\n".join(line for line in err.splitlines() if not line.startswith("note: "))
             if status == 2:
