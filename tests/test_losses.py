@@ -292,6 +292,7 @@ def test_training_steps_with_new_losses_match_torch(backend, make, torch_loss, a
     np.testing.assert_allclose(xn.to_numpy(net.layers[0].bias), b.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in reduce:RuntimeWarning")  # NumPy's sum, handled
 @pytest.mark.parametrize("weight", [3e38, 1e-40], ids=["3e38", "1e-40"])
 @pytest.mark.parametrize(("case_id", "make", "pred", "target"), WEIGHTED_CASES, ids=CASE_IDS)
 def test_extreme_uniform_float32_weights_weigh_as_ones(backend, case_id, make, pred, target, weight):

@@ -418,12 +418,10 @@ class _Work:
         if w is None:
             scale: Any = 1.0 / (t.shape[0] * per_sample)
         else:  # as the generic element_scale: w_i / (per_sample * sum(w)), one factor per row
-            # By the largest weight first, then the sum in float64: float32 weights of 3e38
-            # overflow a float32 sum (and its float32 cast). All 0: a 0 loss and 0 gradients.
-            peak = float(w.max()) or 1.0
-            total = float(w.sum(dtype=np.float64)) / peak or 1.0
-            scale = np.divide(w.reshape(-1, 1), peak, out=buf.column)
-            np.divide(scale, total * per_sample, out=scale)
+            # Summed and divided in float64: float32 weights of 3e38 overflow a float32 sum (and a
+            # float32 divisor). All 0: a 0 loss and 0 gradients.
+            total = float(w.sum(dtype=np.float64)) or 1.0
+            scale = np.divide(w.reshape(-1, 1), np.float64(total * per_sample), out=buf.column)
         if kind == "binary_crossentropy":
             return self._binary(buf, t, w, scale, lr)
         if kind == "categorical_crossentropy":

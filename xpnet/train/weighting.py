@@ -175,14 +175,18 @@ def combined(
 
 
 def normalized(weight: np.ndarray) -> np.ndarray:
-    """Float64 host weights divided by their largest (all 0: unchanged).
+    """Float64 host weights scaled by the power of two that puts the largest in ``[0.5, 1)``.
 
     Each batch's loss divides by its weights' sum, so a common factor changes
     nothing; without it, weights near float32's limits (3e38, 1e-40) would
-    overflow a float32 sum or vanish when cast, and train nothing.
+    overflow a float32 sum or vanish when cast, and train nothing. A power of
+    two scales exactly (casts and sums round the same), so weights scaled for
+    the whole data and for one batch give that batch the same loss to the bit.
     """
     peak = float(weight.max(initial=0.0))
-    return weight / peak if peak > 0 else weight
+    if not peak > 0:
+        return weight
+    return np.ldexp(weight, -int(np.frexp(peak)[1]))
 
 
 def split_fraction(validation_split: Any) -> float:
