@@ -1,6 +1,6 @@
 """The fused NumPy training loop: one runner call's workspace (:class:`Work`) and its steps.
 
-The generic step (:func:`xpnet.train.step.train_step`) makes a new array for
+The generic step (:func:`xpnet.engine.step.train_step`) makes a new array for
 every intermediate and crosses some fifty Python-level calls per batch. Most
 networks are a few ``Dense`` layers with elementwise activations, perhaps
 ``Dropout``, ending in sigmoid + binary cross-entropy, softmax + categorical
@@ -241,8 +241,10 @@ class Work:
         if w is None:
             scale: Any = 1.0 / (t.shape[0] * per_sample)
         else:  # as the generic element_scale: w_i / (per_sample * sum(w)), one factor per row
-            total = float(w.sum()) or 1.0  # all weights 0: a 0 loss and 0 gradients
-            scale = np.divide(w.reshape(-1, 1), total * per_sample, out=buf.column)
+            # Summed and divided in float64: float32 weights of 3e38 overflow a float32 sum (and a
+            # float32 divisor). All 0: a 0 loss and 0 gradients.
+            total = float(w.sum(dtype=np.float64)) or 1.0
+            scale = np.divide(w.reshape(-1, 1), np.float64(total * per_sample), out=buf.column)
         if kind == "binary_crossentropy":
             return self._binary(buf, t, w, scale, lr)
         if kind == "categorical_crossentropy":

@@ -164,6 +164,7 @@ def _checked(net: Any, source: streams.BatchSource, sample_weight: Any, need_y: 
         if need_y and source.y is None:
             raise ValueError("y is None; expected one target per sample (or pass X as batches)")
         if sample_weight is not None:
+            streams.check_mapped(sample_weight, "sample_weight")
             weight = weighting.stream_weights(sample_weight, source.n_rows)
             source = streams.ArraySource(source.X, source.y, weight)
     return source
@@ -195,7 +196,8 @@ def _class_table(net: Any, source: streams.BatchSource, class_weight: Any) -> di
             for i, part in enumerate(parts)
         )
         counts = weighting.label_counts(chunks)
-    return weighting.class_table(class_weight, counts)
+    labels = weighting.label_count(net.out_features, binary=net._model().binary) if net.built else None
+    return weighting.class_table(class_weight, counts, labels)
 
 
 def _split_source(
@@ -233,7 +235,8 @@ def _split(
     """Training rows and device weights after ``validation_split``; the validation data."""
     x, t, n = data.x, data.t, data.rows
     assert t is not None
-    weight = weighting.combined(sample_weight, class_weight, t, n, binary=net._model().binary)
+    binary = net._model().binary
+    weight = weighting.combined(sample_weight, class_weight, t, n, binary=binary, outputs=net.out_features)
     train = weighting.split_rows(n, split)
     if split:
         if val is not None:

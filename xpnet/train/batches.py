@@ -101,7 +101,7 @@ class Preparer:
         if self.classes is not None:
             by_class = weighting.row_weights(self.classes, weighting.labels_of(y, binary=self.binary))
             w = by_class if w is None else w * by_class
-        return None if w is None else w.astype(self.net.dtype)
+        return None if w is None else weighting.normalized(w).astype(self.net.dtype)
 
     def _prepare(self, batch: streams.Batch) -> Ready:
         net, index = self.net, self.index

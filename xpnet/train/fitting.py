@@ -24,7 +24,7 @@ import numpy as np
 from ..backend import Array, Backend
 from ..data import streams
 from . import adapter, feed, inference, inputs
-from .callbacks import TerminateOnNaN
+from .callbacks import TerminateOnNaN, check_logs
 from .history import History
 from .progress import Progress
 
@@ -164,7 +164,10 @@ class Trainer:
                 validation_split=validation_split,
             )
             data = _feed(self, train, batch_size, shuffle, comm, metrics)
+            streams.check_epochs(getattr(data, "source", None), epochs)
+            streams.check_epochs(getattr(val, "source", None), epochs, "validation_data")
             callbacks = _callbacks(callbacks, comm)
+            check_logs(callbacks, val is not None)
             history = History()  # this call's epochs; self.history keeps every call's
             self.stop_training = False
             _call(callbacks, "on_train_begin", self, {})

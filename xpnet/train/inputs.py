@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
-from ..data.tabular import TabularEncoder, check_columns, is_dataframe, needs_encoding
+from ..data import labels
+from ..data.tabular import TabularEncoder, is_dataframe, needs_encoding
 from ..nn.shapes import parameter_count
 from . import checks
 
@@ -65,7 +66,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
     if net.backend.owns(data) and not isinstance(data, np.ndarray):
         if net.backend.xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
             return data
-        _real(to_numpy(data), name)  # raises, with the message host data get
+        real(to_numpy(data), name)  # raises, with the message host data get
     if type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy"):
         host = _pandas_numeric(data, name)
     else:
@@ -73,7 +74,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
             host = to_numpy(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
-    host = _real(host, name)
+    host = real(host, name)
     if any(stride < 0 for stride in host.strides):
         host = np.ascontiguousarray(host)
     return host
@@ -96,7 +97,9 @@ def _pandas_numeric(data: Any, name: str) -> np.ndarray:
     return host.reshape(-1) if frame is not data else host
 
 
-def _real(host: np.ndarray, name: str) -> np.ndarray:
+def real(host: np.ndarray, name: str) -> np.ndarray:
+    """Host ``host`` when it holds real numbers (object arrays of numbers as float64), else a
+    ValueError saying what it holds: text, complex numbers, dates or other objects."""
     kind = host.dtype.kind
     if kind in "biuf":
         return host
@@ -169,7 +172,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
         raise ValueError(f"preprocess must be None, 'auto' or 'always', got {preprocess!r}")
     meta = net.metadata
     if is_dataframe(X) and "feature_names" not in meta:
-        meta["feature_names"] = [str(c) for c in X.columns]
+        meta["feature_names"] = labels.stored(X.columns)
     if preprocess is None:
         return
     if is_dataframe(X) and "encoder" not in meta:
@@ -204,16 +207,17 @@ def table(net: Any, X: Any, name: str) -> Any:
     meta = net.metadata
     names = meta.get("feature_names")
     if is_dataframe(X) and names is not None:
-        check_columns(X, names, "the network")
-        X = X[names] if list(X.columns) != names else X
+        X = labels.select(X, names, "the network")
     elif names is not None and "encoder" in meta and isinstance(X, (list, np.ndarray)):
         import pandas as pd
 
-        X = pd.DataFrame(list(X), columns=names)  # raw values in the fitted column order
+        columns = pd.Index([labels.restored(name) for name in names], tupleize_cols=False)
+        X = pd.DataFrame(list(X), columns=columns)  # raw values in the fitted column order
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
-        return TabularEncoder.from_state(meta["encoder"]).transform(X)
+        encoder = TabularEncoder.from_state(meta["encoder"])
+        return _in_range(encoder, encoder.transform(X), net.dtype, name)
     if is_dataframe(X):
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
         if bad:
@@ -222,6 +226,23 @@ def table(net: Any, X: Any, name: str) -> Any:
                 'or fit with preprocess="auto"'
             )
     return X
+
+
+def _in_range(encoder: TabularEncoder, encoded: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``encoded``, or a ValueError naming the columns the model's encoder puts beyond ``dtype``."""
+    far = encoder.beyond(encoded, float(np.finfo(dtype).max))
+    if not far:
+        return encoded
+    specs = {labels.key(c["name"]): c for c in encoder.columns}
+    parts = []
+    for label, big in far[: labels.SHOWN]:
+        spec = specs[labels.key(label)]
+        fitted = f"mean {spec['mean']:.3g}, scale {spec['scale']:.3g}" if "mean" in spec else "categories"
+        parts.append(f"{labels.shown(label)!r} to {big:.3g} (the encoder's {fitted})")
+    raise ValueError(
+        f"the model's encoder puts {name}'s column(s) beyond {dtype}'s range: {'; '.join(parts)}; "
+        "the values are far from those the model was trained on, or the model file was altered"
+    )
 
 
 def outputs(net: Any, out: Array) -> Array:

@@ -229,14 +229,31 @@ class Network(Trainer, Predictor):
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def save(self, path: Any) -> None:
+    def save(self, path: Any, *, allow_nonfinite: bool = False) -> None:
         """Write the network to a safetensors checkpoint, atomically (see :func:`load`).
 
         After ``fit(..., distributed=comm)`` only rank 0 writes; the other ranks return.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file; an existing one is replaced only once the new one is complete.
+        allow_nonfinite : bool
+            Write parameters, layer state or optimizer state that hold NaN or
+            infinity (to inspect a run that diverged). By default such a
+            network is refused and ``path`` is left as it was.
+
+        Raises
+        ------
+        ValueError
+            If a tensor holds NaN or infinity and ``allow_nonfinite`` is False.
         """
         if self.communicator is not None and not self.communicator.is_root:
             return
-        checkpoint.write(path, *self.state())
+        tensors, metadata = self.state()
+        if not allow_nonfinite:
+            serialize.check_finite(tensors, path)
+        checkpoint.write(path, tensors, metadata)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Everything a checkpoint holds: tensors by name and metadata strings."""

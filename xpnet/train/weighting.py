@@ -31,11 +31,15 @@ def labels_of(t: Array, *, binary: bool) -> np.ndarray:
     return np.argmax(host, axis=1)
 
 
-def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None) -> dict[int, float]:
+def class_table(
+    class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None, labels: int | None = None
+) -> dict[int, float]:
     """``{label: weight}`` from ``class_weight``: a dict, checked, or ``"balanced"`` from ``counts``.
 
     ``counts`` are the labels present and how many rows each has (needed by
     ``"balanced"`` only): scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``labels`` is how many labels the network has (0 to ``labels - 1``): a dict
+    naming others is refused, since no row can carry them.
     """
     if isinstance(class_weight, str):
         if class_weight != "balanced":
@@ -63,6 +67,12 @@ def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None)
         ):
             raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
         table[int(label)] = float(weight)
+    unknown = [] if labels is None else sorted(label for label in table if not 0 <= label < labels)
+    if labels is not None and unknown:
+        raise ValueError(
+            f"class_weight names label(s) {unknown}, but the network's labels are 0..{labels - 1} "
+            f"({labels} classes): no row can have them"
+        )
     return table
 
 
@@ -82,14 +92,23 @@ def row_weights(table: dict[int, float], labels: np.ndarray) -> np.ndarray:
     return np.array([table.get(int(label), 1.0) for label in labels.tolist()], dtype=np.float64)
 
 
-def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
+def class_weights(class_weight: Any, labels: np.ndarray, count: int | None = None) -> np.ndarray:
     """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
 
-    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``;
+    ``count`` the network's number of labels (see :func:`class_table`).
     """
     balanced = isinstance(class_weight, str) and class_weight == "balanced"
     counts = np.unique(labels, return_counts=True) if balanced else None
-    return row_weights(class_table(class_weight, counts), labels)
+    return row_weights(class_table(class_weight, counts, count), labels)
+
+
+def label_count(out_features: int, *, binary: bool) -> int | None:
+    """How many class labels a network's targets can hold: 2 for one binary output, else its
+    outputs (None for several binary outputs, which ``class_weight`` refuses anyway)."""
+    if binary:
+        return 2 if out_features == 1 else None
+    return out_features
 
 
 def stream_weights(sample_weight: Any, n: int) -> np.ndarray:
@@ -101,16 +120,35 @@ def stream_weights(sample_weight: Any, n: int) -> np.ndarray:
     return host
 
 
-def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
-    """The product of the sample and class weights (None when neither is given)."""
+def combined(
+    sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool, outputs: int | None = None
+) -> np.ndarray | None:
+    """The product of the sample and class weights (None when neither is given), divided by the
+    largest (see :func:`normalized`); ``outputs`` (the network's) bounds ``class_weight``'s labels."""
     if sample_weight is None and class_weight is None:
         return None
     weight = np.ones(n) if sample_weight is None else checks.sample_weights(sample_weight, n)
     if class_weight is not None:
-        weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
+        count = None if outputs is None else label_count(outputs, binary=binary)
+        weight = weight * class_weights(class_weight, labels_of(t, binary=binary), count)
     if not np.any(weight > 0):
         raise ValueError("every sample has weight 0: nothing would be learned")
-    return weight
+    return normalized(weight)
+
+
+def normalized(weight: np.ndarray) -> np.ndarray:
+    """Float64 host weights scaled by the power of two that puts the largest in ``[0.5, 1)``.
+
+    Each batch's loss divides by its weights' sum, so a common factor changes
+    nothing; without it, weights near float32's limits (3e38, 1e-40) would
+    overflow a float32 sum or vanish when cast, and train nothing. A power of
+    two scales exactly (casts and sums round the same), so weights scaled for
+    the whole data and for one batch give that batch the same loss to the bit.
+    """
+    peak = float(weight.max(initial=0.0))
+    if not peak > 0:
+        return weight
+    return np.ldexp(weight, -int(np.frexp(peak)[1]))
 
 
 def split_fraction(validation_split: Any) -> float:
