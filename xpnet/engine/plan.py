@@ -140,10 +140,13 @@ def plan_of(model: Model) -> Plan | None:
     Covered: ``Dense`` and ``Dropout`` layers (every Dense layer trained),
     binary or categorical cross-entropy or mean squared error, any optimizer
     (plain SGD fastest), no gradient transform (clipping or an allreduce run
-    the generic step). The same for an attached model and its detached copy.
+    the generic step), no mixed dtype policy (its casts and loss scaling are
+    the generic step's). The same for an attached model and its detached copy.
     """
     dense = tuple(type(layer) is Dense for layer in model.layers)
     if model.transform is not None or model.trainable != dense:  # frozen layers: the generic step
+        return None
+    if model.compute_dtype is not None or model.loss_scaler is not None:
         return None
     optimizer = model.optimizer
     plain = type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
