@@ -290,9 +290,11 @@ class Network(Trainer, Predictor):
         *,
         backend: Any = None,
         device: Any = None,
+        dtype: Any = None,
     ) -> Network:
-        """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent)."""
-        return serialize.restore(cls, metadata, tensors, backend, device)
+        """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent);
+        ``dtype`` as in :func:`load`."""
+        return serialize.restore(cls, metadata, tensors, backend, device, dtype)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -321,7 +323,10 @@ def _check_policy(backend: Backend, policy: DTypePolicy) -> None:
         try:
             backend.compute_dtype(policy.compute_dtype)
         except ValueError as exc:
-            raise ValueError(f"dtype={policy.name!r} cannot run here: {exc}") from None
+            raise ValueError(
+                f"dtype={policy.name!r} cannot run here: {exc} (a saved mixed model loads here as "
+                "float32 with xn.load(path, dtype='float32'))"
+            ) from None
 
 
 def _loss_scaler(policy: DTypePolicy, given: LossScaler | None) -> LossScaler | None:
@@ -334,7 +339,9 @@ def _loss_scaler(policy: DTypePolicy, given: LossScaler | None) -> LossScaler | 
     return (given or LossScaler()) if policy.loss_scaling else None
 
 
-def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None) -> Network:
+def load(
+    path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None, dtype: Any = None
+) -> Network:
     """Read a network written by :meth:`Network.save`, onto any backend.
 
     Parameters
@@ -346,6 +353,12 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
         (``$XPNET_BACKEND``, else auto), not the backend it was saved from.
     max_bytes : int, optional
         Refuse files larger than this.
+    dtype : str, optional
+        Another dtype policy keeping the same parameter dtype: a
+        ``"mixed_bfloat16"`` or ``"mixed_float16"`` model loads as ``"float32"``
+        (on array_api_strict, which has no 16-bit floats, say) and a float32
+        one as mixed. None (the default) keeps the saved policy, matmul
+        precision and loss-scaler state.
 
     Raises
     ------
@@ -356,6 +369,6 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
     """
     metadata, tensors = checkpoint.read(path, max_bytes=max_bytes, check=serialize.check)
     try:
-        return Network.from_state(metadata, tensors, backend=backend, device=device)
+        return Network.from_state(metadata, tensors, backend=backend, device=device, dtype=dtype)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
