@@ -137,10 +137,13 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
     dtype = meta["dtype"]
     if dtype not in FLOAT_TENSORS:
         raise ValueError(f"the model's dtype is {dtype!r}; expected 'float32' or 'float64'")
-    policy, precision, scaler = _arithmetic(meta, dtype)
     in_features = _natural(meta["in_features"], "in_features", positive=True)
     layers = _layers(loads_json(meta["layers"], "the model's layers"))
-    _check_tensors(layers, in_features, FLOAT_TENSORS[dtype], specs, scaled=scaler is not None)
+    named = POLICIES.get(meta.get("dtype_policy", dtype))
+    _check_tensors(
+        layers, in_features, FLOAT_TENSORS[dtype], specs, scaled=bool(named and named.loss_scaling)
+    )
+    policy, precision, scaler = _arithmetic(meta, dtype)
     loss_config = _mapping(
         loads_json(meta.get("loss_config", "{}"), "the model's loss_config"), "loss_config"
     )
