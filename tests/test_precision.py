@@ -7,6 +7,8 @@ step (an independent implementation of the same casting points), and
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pytest
 
@@ -105,7 +107,7 @@ def test_bfloat16_on_numpy_without_ml_dtypes_names_the_package(monkeypatch):
 class _Spy(xn.Layer):
     """Records the dtypes of what the step hands it."""
 
-    seen: list = []
+    seen: ClassVar[list[str]] = []
 
     def apply(self, params, state, x, *, training=False, noise=None, xp):
         _Spy.seen.append(str(x.dtype))
@@ -495,3 +497,24 @@ def test_the_estimators_and_the_command_line_take_the_policy_names(tmp_path):
 def test_the_summary_names_the_policy():
     text = _net("numpy", "mixed_bfloat16").summary(print_fn=None)
     assert "mixed_bfloat16 (variables float32, compute bfloat16)" in text.splitlines()[0]
+
+
+def test_the_step_around_an_allreduce_skips_as_the_plain_step(backend):
+    """The halves of data parallelism (eager; JAX's two compiled halves) with a loss scaler, against
+    the plain step, with an allreduce that returns its input (one rank)."""
+    _runnable(backend, "mixed_float16")
+    net = _net(backend, "mixed_float16", optimizer=xn.Adam(1e-2), loss_scaler=LossScaler(2.0**22))
+    engine, model = net._engine(), net._model()
+    x, t = net.backend.asarray(X), net.backend.asarray(Y)
+    results = []
+    for step in (engine.step(model), engine.step(model, allreduce=lambda flat: flat)):
+        params, opt, states = net._arrays()
+        for number in range(1, 9):
+            params, opt, states, _, _ = step(params, opt, states, x, t, None, None, number, 1e-2)
+        results.append((params, opt))
+    (p1, o1), (p2, o2) = results
+    scales = [{k: float(xn.to_numpy(v)) for k, v in o["loss_scale"].items()} for o in (o1, o2)]
+    assert scales[0] == scales[1] and 0 < scales[0]["skipped"] < 8
+    for a, b in zip(p1, p2):
+        for name in a:
+            np.testing.assert_allclose(xn.to_numpy(a[name]), xn.to_numpy(b[name]), atol=1e-3)
