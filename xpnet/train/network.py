@@ -307,6 +307,9 @@ class Network(Trainer, Predictor):
         state.pop("_runners", None)  # pickled before engines kept them
         state.setdefault("_engines", {})
         state.setdefault("_copies", copies.Kept())
+        state.setdefault("policy", get_policy(state.get("dtype", "float32")))  # pickled before policies
+        state.setdefault("matmul_precision", "highest")
+        state.setdefault("loss_scaler", None)
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
