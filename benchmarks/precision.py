@@ -12,7 +12,7 @@ speed: training samples per second of one epoch (after a warm-up epoch), the
 Prints one JSON line per run, then Markdown tables, and the load average.
 
     python benchmarks/precision.py accuracy --backend numpy --backend torch --backend jax
-    python benchmarks/precision.py speed --backend torch --backend jax --configs mnist wide
+    python benchmarks/precision.py speed --backend torch --configs wide --policies mixed_bfloat16
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def accuracy(backends: list[str], seeds: int, epochs: int) -> list[dict[str, Any
     return rows
 
 
-def speed(backends: list[str], configs: list[str], repeats: int) -> list[dict[str, Any]]:
+def speed(backends: list[str], configs: list[str], repeats: int, policies: list[str]) -> list[dict[str, Any]]:
     rows = []
     for name in configs:
         sizes, samples, batch, lr = SPEED[name]
@@ -79,20 +79,20 @@ def speed(backends: list[str], configs: list[str], repeats: int) -> list[dict[st
         y = np.argmax(X @ rng.normal(size=(sizes[0], sizes[-1])).astype(np.float32), axis=1)
         for backend in backends:
             nets = {}
-            for policy in POLICIES:
+            for policy in policies:
                 layers = [xn.Dense(n, "relu") for n in sizes[1:-1]] + [xn.Dense(sizes[-1], "softmax")]
                 net = xn.Network(
                     layers, loss="cross_entropy", optimizer=xn.SGD(lr), backend=backend, dtype=policy, seed=0
                 )
                 net.fit(X, y, epochs=1, batch_size=batch, verbose=0)  # builds, compiles, warms up
                 nets[policy] = net
-            times: dict[str, list[float]] = {policy: [] for policy in POLICIES}
+            times: dict[str, list[float]] = {policy: [] for policy in policies}
             for _ in range(repeats):
                 for policy, net in nets.items():
                     start = time.perf_counter()
                     net.fit(X, y, epochs=1, batch_size=batch, verbose=0)
                     times[policy].append(time.perf_counter() - start)
-            for policy in POLICIES:
+            for policy in policies:
                 row = {
                     "what": "speed",
                     "config": name,
@@ -128,11 +128,12 @@ def tables(rows: list[dict[str, Any]]) -> str:
             "| --- | --- |" + " --- |" * len(POLICIES),
         ]
         for config, backend in dict.fromkeys((r["config"], r["backend"]) for r in timed):
+            found = {r["policy"]: r for r in timed if (r["config"], r["backend"]) == (config, backend)}
             cells = [
-                f"{r['samples_per_s']:,.0f} ({r['ratio_to_float32']:.2f}x)"
-                for policy in POLICIES
-                for r in timed
-                if (r["config"], r["backend"], r["policy"]) == (config, backend, policy)
+                f"{found[p]['samples_per_s']:,.0f} ({found[p]['ratio_to_float32']:.2f}x)"
+                if p in found
+                else "-"
+                for p in POLICIES
             ]
             lines.append(f"| {config} | {backend} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -148,13 +149,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--configs", nargs="+", default=["mnist", "wide"], choices=list(SPEED))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     args = parser.parse_args()
     backends = args.backends or ["numpy", "torch", "jax"]
     before = os.getloadavg()
     if args.what == "accuracy":
         rows = accuracy(backends, args.seeds, args.epochs)
     else:
-        rows = speed(backends, args.configs, args.repeats)
+        rows = speed(
+            backends, args.configs, args.repeats, ["float32", *(p for p in args.policies if p != "float32")]
+        )
     print(tables(rows))
     print(f"load average before {before[0]:.1f}, after {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 

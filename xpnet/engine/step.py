@@ -29,7 +29,7 @@ from ..nn.layers import Layer
 from ..nn.metrics import correct_count
 from . import precision
 from .model import Array, GradientTransform, LayerState, Model, OptState, Params, detached
-from .update import _updater, apply_gradients, initial_opt_state, loss_scale, update
+from .update import apply_gradients, initial_opt_state, loss_scale, update, updater
 
 __all__ = [
     "GradientTransform",
@@ -227,19 +227,14 @@ def train_step(
     )
     new_params = list(params)
     new_opt = dict(opt_state)
-    apply = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
-    if model.compute_dtype is None:
-        backward(model, used, caches, grad, from_logits, xp, apply)
-    else:
-        backward(
-            model,
-            used,
-            caches,
-            grad,
-            from_logits,
-            xp,
-            lambda i, g: apply(i, precision.like(g, params[i], xp)),
-        )
+    apply = updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
+    visit = apply
+    if model.compute_dtype is not None:  # each gradient in its float32 master's dtype
+
+        def visit(i: int, grads: dict[str, Array]) -> None:
+            apply(i, precision.like(grads, params[i], xp))
+
+    backward(model, used, caches, grad, from_logits, xp, visit)
     return StepResult(new_params, new_opt, new_layer_state, value, correct)
 
 

@@ -68,14 +68,14 @@ def apply_gradients(
     :func:`gradients` gives them, after any transform), returning new params and state."""
     new_params = list(params)
     new_opt = dict(opt_state)
-    update = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
+    update = updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
     for i, layer_grads in enumerate(grads):
         if layer_grads:
             update(i, layer_grads)
     return new_params, new_opt
 
 
-def _updater(
+def updater(
     model: Model,
     params: Params,
     new_params: Params,
