@@ -9,6 +9,7 @@ speed: training samples per second of one epoch (after a warm-up epoch), the
     mnist  784-256-128-10 ReLU, batch 128, 16,384 samples, SGD lr 0.1
     wide   1024-4096-4096-10 ReLU, batch 512, 4,096 samples, SGD lr 0.01
 
+A backend may name its device after an ``@``: ``--backend torch@cuda:0``, ``--backend jax@gpu:0``.
 Prints one JSON line per run, then Markdown tables, and the load average.
 
     python benchmarks/precision.py accuracy --backend numpy --backend torch --backend jax
@@ -35,6 +36,12 @@ SPEED = {
 }
 
 
+def _backend(spec: str) -> xn.Backend:
+    """``name`` or ``name@device`` as a backend."""
+    name, _, device = spec.partition("@")
+    return xn.get_backend(name, device or None)
+
+
 def accuracy(backends: list[str], seeds: int, epochs: int) -> list[dict[str, Any]]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -51,7 +58,7 @@ def accuracy(backends: list[str], seeds: int, epochs: int) -> list[dict[str, Any
                     [xn.Dense(64, "relu"), xn.Dense(10, "softmax")],
                     loss="cross_entropy",
                     optimizer=xn.Adam(0.003),
-                    backend=backend,
+                    backend=_backend(backend),
                     dtype=policy,
                     seed=seed,
                 )
@@ -82,7 +89,12 @@ def speed(backends: list[str], configs: list[str], repeats: int, policies: list[
             for policy in policies:
                 layers = [xn.Dense(n, "relu") for n in sizes[1:-1]] + [xn.Dense(sizes[-1], "softmax")]
                 net = xn.Network(
-                    layers, loss="cross_entropy", optimizer=xn.SGD(lr), backend=backend, dtype=policy, seed=0
+                    layers,
+                    loss="cross_entropy",
+                    optimizer=xn.SGD(lr),
+                    backend=_backend(backend),
+                    dtype=policy,
+                    seed=0,
                 )
                 net.fit(X, y, epochs=1, batch_size=batch, verbose=0)  # builds, compiles, warms up
                 nets[policy] = net
