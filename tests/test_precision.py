@@ -518,3 +518,23 @@ def test_the_step_around_an_allreduce_skips_as_the_plain_step(backend):
     for a, b in zip(p1, p2):
         for name in a:
             np.testing.assert_allclose(xn.to_numpy(a[name]), xn.to_numpy(b[name]), atol=1e-3)
+
+
+def test_the_finiteness_check_comes_before_clipping(backend):
+    """Clipping by value turns an inf gradient into a finite one: the loss scaler must look first."""
+    _runnable(backend, "mixed_float16")
+    from xpnet.engine import step as pure
+
+    net = _net(backend, "mixed_float16", optimizer=xn.SGD(0.1, clip_value=0.5))
+    model, xp = net._model(), net.backend.xp
+    params, opt, _ = net._arrays()
+    grads = [{name: xp.zeros_like(p) for name, p in layer.items()} for layer in params]
+    weight = grads[0]["weight"]
+    grads[0]["weight"] = weight + float("inf")  # +inf everywhere: clipped to 0.5, no NaN to betray it
+    new, new_opt = pure.update(
+        model, params, pure.initial_opt_state(model, params, opt, xp), grads, 1, 0.1, xp=xp
+    )
+    for got, want in zip(new, params):
+        for name in want:
+            np.testing.assert_array_equal(xn.to_numpy(got[name]), xn.to_numpy(want[name]))
+    assert float(xn.to_numpy(new_opt["loss_scale"]["skipped"])) == 1.0
