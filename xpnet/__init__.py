@@ -28,6 +28,7 @@ from .nn.metrics import METRICS, Metric, get_metric
 from .nn.normalization import BatchNormalization, LayerNormalization
 from .nn.residual import Parallel, Residual
 from .optim import schedules
+from .optim.loss_scaling import LossScaler
 from .optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop, get_optimizer
 from .optim.schedules import cosine_decay, exponential_decay, step_decay, warmup
 from .train.callbacks import (
@@ -42,6 +43,7 @@ from .train.callbacks import (
 from .train.ensemble import KFoldEnsemble, kfold_ensemble
 from .train.history import History
 from .train.network import Network, load
+from .train.policy import POLICIES, DTypePolicy
 
 __version__ = "0.1.0"
 
@@ -49,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "BACKEND_NAMES",
     "METRICS",
+    "POLICIES",
     "SGD",
     "Activation",
     "Adam",
@@ -60,6 +63,7 @@ __all__ = [
     "CSVLogger",
     "Callback",
     "CategoricalCrossentropy",
+    "DTypePolicy",
     "Dense",
     "Dropout",
     "EarlyStopping",
@@ -70,6 +74,7 @@ __all__ = [
     "LayerNormalization",
     "LearningRateScheduler",
     "Loss",
+    "LossScaler",
     "MeanAbsoluteError",
     "MeanSquaredError",
     "Metric",

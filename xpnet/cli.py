@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import cli_stream
-from .backend import BackendUnavailableError, describe_backends, to_numpy
+from .backend import MATMUL_PRECISIONS, BackendUnavailableError, describe_backends, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
 from .data import BUILTIN_DATASETS, TabularEncoder, TargetEncoder, load_dataset, read_table, train_test_split
@@ -27,6 +27,7 @@ from .train.callbacks import Callback, EarlyStopping
 from .train.ensemble import KFoldEnsemble, Member, kfold_ensemble
 from .train.history import plot_histories
 from .train.network import Network, load
+from .train.policy import POLICIES
 
 EXAMPLES = """examples:
   xpnet train digits                          # built-in data, held-out accuracy, model.safetensors
@@ -411,6 +412,7 @@ def _network(
         device=args.device,
         dtype=args.dtype,
         seed=args.seed if seed is None else seed,
+        matmul_precision=args.matmul_precision,
     )
 
 
@@ -644,7 +646,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.2,
         help="held-out fraction for the reported metrics, stratified (default: 0.2)",
     )
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(POLICIES),
+        help="dtype policy: float32 (default), float64, or mixed_bfloat16 / mixed_float16 (float32 "
+        "parameters, 16-bit matrix multiplies; numpy needs ml_dtypes for bfloat16)",
+    )
+    train.add_argument(
+        "--matmul-precision",
+        dest="matmul_precision",
+        default="highest",
+        choices=list(MATMUL_PRECISIONS),
+        help="float32 matrix multiplies: highest (default) or tf32 (tensor cores on a GPU; float32 only)",
+    )
     train.add_argument(
         "--out",
         default="model.safetensors",

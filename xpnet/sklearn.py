@@ -238,7 +238,9 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
     warm_start : bool
         ``fit`` continues training the network it fitted before.
     backend, device, dtype
-        Where and in what precision to train (see :class:`xpnet.Network`).
+        Where and in what precision to train (see :class:`xpnet.Network`):
+        ``dtype`` is ``"float64"`` (the default), ``"float32"``,
+        ``"mixed_bfloat16"`` or ``"mixed_float16"``.
     random_state : int, RandomState or None
         Seed of initial weights and shuffling.
     verbose : int

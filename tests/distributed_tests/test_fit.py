@@ -183,3 +183,39 @@ def test_distributed_must_be_a_communicator(backend):
     X, y = data()
     with pytest.raises(TypeError, match="distributed must be a communicator"):
         make_net(backend).fit(X, y, distributed="mpi", verbose=0)
+
+
+def test_mixed_float16_skips_the_same_steps_on_every_rank(comm, backend):
+    """The loss scaler decides on the summed gradients, so every rank skips the same steps (a scale of
+    2**30 overflows float16 until it has halved enough) and keeps the same scale and weights. (Where
+    float16 overflows is not one process's: each rank's gradients are of its own rows' mean loss,
+    scaled by its share after the backward pass, as with DDP and GradScaler.)"""
+    try:
+        backend.compute_dtype("float16")
+    except ValueError as exc:
+        pytest.skip(str(exc))
+    X, y = data()
+    layers = [xn.Dense(8, "tanh", in_features=5), xn.Dense(3, "softmax")]
+    scaler = xn.LossScaler(2.0**30, growth_interval=2)
+    net = xn.Network(
+        layers,
+        loss="cross_entropy",
+        optimizer="adam",
+        backend=backend,
+        dtype="mixed_float16",
+        seed=1,
+        loss_scaler=scaler,
+    )
+    start = net.get_weights()
+    history = net.fit(X, y, epochs=4, batch_size=8, distributed=comm, verbose=0).history
+    assert np.isfinite(history["loss"]).all()
+    state = np.array([float(xn.to_numpy(v)) for v in net.optimizer.state["loss_scale"].values()])
+    np.testing.assert_array_equal(comm.allreduce_sum(state), comm.size * state)
+    assert 0 < state[2] < 4 * 6  # some steps skipped, some applied
+    assert largest_difference_to(net, start) > 1e-3
+    for w in net.get_weights():
+        np.testing.assert_array_equal(comm.allreduce_sum(w), comm.size * w)
+
+
+def largest_difference_to(net, weights):
+    return max(float(np.max(np.abs(p - q))) for p, q in zip(net.get_weights(), weights))

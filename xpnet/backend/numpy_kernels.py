@@ -130,10 +130,33 @@ def divide(numerator: Array, denominator: Array, *, inplace: bool) -> Array:
     return numerator / denominator
 
 
+def _half(a: np.ndarray) -> bool:
+    """Whether a NumPy array holds 16-bit floats (float16, or ``ml_dtypes.bfloat16``, kind ``V``)."""
+    return a.dtype.itemsize == 2 and a.dtype.kind in "fV"
+
+
+def matmul(a: Array, b: Array) -> Array:
+    """``a @ b``, in the operands' dtype.
+
+    NumPy has no 16-bit float GEMM: its float16 loop is scalar code (30x
+    slower than float32 here) and ``ml_dtypes.bfloat16`` operands answer in
+    float32. So 16-bit NumPy operands are multiplied as float32 (their
+    products are exact there, the sums float32's, as on a tensor core) and
+    the result is rounded once to their dtype, as torch and JAX give it.
+    """
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype and _half(a):
+        return np.matmul(a.astype(np.float32), b.astype(np.float32)).astype(a.dtype)
+    return a @ b
+
+
 def sum_rows(a: Array, xp: Any) -> Array:
-    """``xp.sum(a, axis=0)``; on NumPy the array's own method (no wrapper layers per call)."""
+    """``xp.sum(a, axis=0)``; on NumPy the array's own method (no wrapper layers per call).
+
+    16-bit NumPy floats are summed in float32 and rounded once, as torch and
+    JAX sum them (NumPy would round after every addition).
+    """
     if type(a) is np.ndarray:
-        return a.sum(axis=0)
+        return a.sum(axis=0, dtype=np.float32).astype(a.dtype) if _half(a) else a.sum(axis=0)
     return xp.sum(a, axis=0)
 
 

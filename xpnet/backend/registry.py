@@ -8,6 +8,7 @@ arrays live on. Everything above this module reaches arrays only through
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ Array = Any
 BACKEND_NAMES: tuple[str, ...] = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 _ALIASES = {"array-api-strict": "array_api_strict", "strict": "array_api_strict", "np": "numpy"}
 FLOAT_DTYPES: tuple[str, ...] = ("float32", "float64")
+LOW_FLOAT_DTYPES: tuple[str, ...] = ("bfloat16", "float16")
+"""16-bit floats a mixed dtype policy computes in, where the library has them (:func:`float_dtype`)."""
+LOW_FLOAT_BACKENDS: dict[str, tuple[str, ...]] = {
+    "bfloat16": ("numpy", "cupy", "torch", "jax"),
+    "float16": ("numpy", "cupy", "torch", "jax"),
+}
+"""The backends that compute in each 16-bit float (numpy's and cupy's bfloat16 come from ``ml_dtypes``)."""
+MATMUL_PRECISIONS: tuple[str, ...] = ("highest", "tf32")
+"""Float32 matrix-multiply precisions :meth:`Backend.matmul_scope` sets."""
 
 
 class BackendUnavailableError(RuntimeError):
@@ -52,6 +62,9 @@ class Backend:
     _scope: Callable[[], Any] = field(repr=False, default=contextlib.nullcontext)
     _put: Callable[[np.ndarray], Any] | None = field(repr=False, default=None)
     """A faster copy of a host array to the device than ``xp.asarray(..., device=)`` (JAX)."""
+    _matmul: Callable[[str], Any] = field(repr=False, default=lambda precision: contextlib.nullcontext())
+    """``_matmul(precision)``: a context in which float32 matrix multiplies run at ``precision``."""
+    _quiet: Callable[[], Any] = field(repr=False, default=contextlib.nullcontext)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -88,6 +101,53 @@ class Backend:
         if name == "float64":
             self._before_float64()
         return getattr(self.xp, name)
+
+    def compute_dtype(self, name: str) -> Any:
+        """The namespace's dtype for ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"``.
+
+        Raises
+        ------
+        ValueError
+            For another name, or a 16-bit float this library does not have
+            (array_api_strict), naming the backends that have it.
+        BackendUnavailableError
+            When the dtype needs a package that is missing here (NumPy's and
+            CuPy's bfloat16 come from ``ml_dtypes``) or a newer CuPy.
+        """
+        if name in FLOAT_DTYPES:
+            return self.dtype(name)
+        return float_dtype(self.xp, name)
+
+    def matmul_scope(self, precision: str) -> Any:
+        """A context in which this backend's float32 matrix multiplies run at ``precision``.
+
+        ``"highest"`` is full float32; ``"tf32"`` lets tensor cores round the
+        inputs to TensorFloat-32 (10-bit mantissa, float32 sums), where the
+        hardware has them:
+
+        - jax: ``jax.default_matmul_precision`` (``"highest"`` / ``"tensorfloat32"``),
+          read when a function is traced, so it belongs inside the traced code;
+        - torch on CUDA: ``torch.backends.cuda.matmul.fp32_precision`` (``"ieee"`` /
+          ``"tf32"``), set on entry and restored on exit, so other code keeps the
+          process's setting (the flag is process-wide: code in other threads sees it
+          meanwhile); torch on the CPU: nothing (no TF32 there);
+        - cupy: CuPy's float32 GEMM compute type (``COMPUTE_TYPE_DEFAULT`` /
+          ``COMPUTE_TYPE_TF32``, which CuPy itself reads from ``$CUPY_TF32``), restored on exit;
+        - numpy and array_api_strict: nothing (CPUs have no TF32; results are float32).
+
+        A ``precision`` other than :data:`MATMUL_PRECISIONS` is a ValueError.
+        """
+        if precision not in MATMUL_PRECISIONS:
+            raise ValueError(f"matmul_precision must be one of {list(MATMUL_PRECISIONS)}, got {precision!r}")
+        return self._matmul(precision)
+
+    def overflow_scope(self) -> Any:
+        """A context in which floating-point overflow warns nothing (NumPy warns by default).
+
+        Float16 training overflows by design: the loss scaler finds the
+        non-finite gradients and skips the step, so those warnings say nothing.
+        """
+        return self._quiet()
 
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library (on any device)."""
@@ -171,13 +231,82 @@ def to_numpy(array: Any) -> np.ndarray:
     return np.asarray(array)
 
 
+def _library(xp: Any) -> str:
+    """Which library a namespace belongs to: a name of :data:`BACKEND_NAMES` (or the module's name)."""
+    name = getattr(xp, "__name__", "")
+    for library in ("numpy", "cupy", "torch"):
+        if name in (library, f"array_api_compat.{library}"):
+            return library
+    if name == "jax.numpy":
+        return "jax"
+    return "array_api_strict" if name.startswith("array_api_strict") else name
+
+
+@functools.lru_cache(maxsize=32)
+def float_dtype(xp: Any, name: str) -> Any:
+    """The floating dtype called ``name`` in the namespace ``xp``, 16-bit ones included.
+
+    ``"float32"`` and ``"float64"`` are the standard's; ``"bfloat16"`` and
+    ``"float16"`` are each library's own (NumPy's and CuPy's bfloat16 is
+    ``ml_dtypes.bfloat16``). Errors are as :meth:`Backend.compute_dtype` says.
+    """
+    if name in FLOAT_DTYPES:
+        return getattr(xp, name)
+    if name not in LOW_FLOAT_DTYPES:
+        raise ValueError(f"unknown floating dtype {name!r}; known: {[*FLOAT_DTYPES, *LOW_FLOAT_DTYPES]}")
+    library = _library(xp)
+    if library not in LOW_FLOAT_BACKENDS[name]:
+        raise ValueError(
+            f"the {library} backend has no {name} (the Array API standard defines float32 and "
+            f"float64 only); {name} computation runs on {', '.join(LOW_FLOAT_BACKENDS[name])}"
+        )
+    if library == "torch":
+        import torch
+
+        return getattr(torch, name)
+    if library == "jax":
+        import jax.numpy as jnp
+
+        return getattr(jnp, name)
+    if name == "float16":
+        return np.dtype(np.float16)  # NumPy's, and CuPy's (CuPy's dtypes are NumPy's)
+    return _bfloat16(library)
+
+
+def _bfloat16(library: str) -> Any:
+    """``ml_dtypes.bfloat16`` for NumPy and CuPy, or BackendUnavailableError saying what to install."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"bfloat16 on the {library} backend needs the ml_dtypes package, which is not installed: "
+            "pip install ml_dtypes (or use dtype='mixed_float16', or the torch or jax backend)"
+        ) from exc
+    dtype = np.dtype(ml_dtypes.bfloat16)
+    if library == "cupy":
+        import cupy
+
+        try:
+            cupy.zeros(1, dtype=dtype)
+        except Exception as exc:  # CuPy before its bfloat16 support: TypeError / NotImplementedError
+            raise BackendUnavailableError(
+                f"this CuPy ({cupy.__version__}) has no bfloat16 arrays (newer CuPy releases have them "
+                "through ml_dtypes); use dtype='mixed_float16' on cupy, or the torch backend"
+            ) from exc
+    return dtype
+
+
 def _numpy(device: Any) -> Backend:
     if device not in (None, "cpu"):
         raise ValueError(f"the numpy backend has only the device 'cpu', got {device!r}")
     xp: Any = np
     if not (hasattr(np, "astype") and hasattr(np, "concat")):  # NumPy < 2.1
         import array_api_compat.numpy as xp
-    return Backend("numpy", xp, "cpu", lambda x: isinstance(x, np.ndarray))
+    return Backend("numpy", xp, "cpu", lambda x: isinstance(x, np.ndarray), _quiet=_numpy_quiet)
+
+
+def _numpy_quiet() -> Any:
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore")
 
 
 def _cupy(device: Any) -> Backend:
@@ -217,7 +346,22 @@ def _cupy(device: Any) -> Backend:
         aac.is_cupy_array,
         lambda x: cupy.cuda.Device(index).synchronize(),
         _scope=lambda: cupy.cuda.Device(index),
+        _matmul=_cupy_precision,
     )
+
+
+@contextlib.contextmanager
+def _cupy_precision(precision: str) -> Any:
+    """CuPy's float32 GEMM compute type set to ``precision`` inside, restored after."""
+    from cupy._core import _routines_linalg as linalg
+
+    wanted = getattr(linalg, "COMPUTE_TYPE_TF32" if precision == "tf32" else "COMPUTE_TYPE_DEFAULT")
+    before = linalg.get_compute_type(np.float32)
+    linalg.set_compute_type(np.float32, wanted)
+    try:
+        yield
+    finally:
+        linalg.set_compute_type(np.float32, before)
 
 
 def _torch(device: Any) -> Backend:
@@ -241,12 +385,32 @@ def _torch(device: Any) -> Backend:
 
         def sync(x: Any) -> None:
             torch.cuda.synchronize(dev)
+
+        matmul = _torch_cuda_precision
     else:
 
         def sync(x: Any) -> None:
             return None
 
-    return Backend("torch", xp, dev, aac.is_torch_array, sync)
+        def matmul(precision: str) -> Any:
+            return contextlib.nullcontext()  # no TF32 on the CPU
+
+    return Backend("torch", xp, dev, aac.is_torch_array, sync, _matmul=matmul)
+
+
+@contextlib.contextmanager
+def _torch_cuda_precision(precision: str) -> Any:
+    """torch's CUDA float32 matmul precision set inside, restored after (the new API only: torch
+    refuses to read its legacy ``allow_tf32`` flags while the two disagree)."""
+    import torch
+
+    flags = torch.backends.cuda.matmul
+    before = flags.fp32_precision
+    flags.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        flags.fp32_precision = before
 
 
 def _jax(device: Any) -> Backend:
@@ -279,7 +443,10 @@ def _jax(device: Any) -> Backend:
     def put(host: np.ndarray) -> Any:
         return jax.device_put(host, dev)
 
-    return Backend("jax", jnp, dev, aac.is_jax_array, sync, enable_x64, _put=put)
+    def matmul(precision: str) -> Any:
+        return jax.default_matmul_precision("tensorfloat32" if precision == "tf32" else "highest")
+
+    return Backend("jax", jnp, dev, aac.is_jax_array, sync, enable_x64, _put=put, _matmul=matmul)
 
 
 def _array_api_strict(device: Any) -> Backend:

@@ -83,8 +83,10 @@ def signature(model: Model) -> tuple[Any, ...]:
 
 
 def structure(model: Model) -> tuple[Any, ...]:
-    """:func:`signature` plus layer dtypes and which layers train: all a shared step depends on."""
-    return (*signature(model), model.trainable, layer_structure(model.layers))
+    """:func:`signature` plus layer dtypes, which layers train and the arithmetic (compute dtype,
+    loss scaler, matmul precision): all a shared step depends on."""
+    arithmetic = (model.compute_dtype, repr(model.loss_scaler), model.matmul_precision)
+    return (*signature(model), model.trainable, layer_structure(model.layers), arithmetic)
 
 
 def layer_structure(layers: Sequence[Any]) -> tuple[Any, ...]:

@@ -44,7 +44,7 @@ class CupyEngine(EagerEngine):
             from .fused_cupy import CupyKernels
 
             assert plan is not None
-            return CupyKernels(xp, dtype, plan.optimizer)
+            return CupyKernels(xp, dtype, plan.optimizer, tf32=plan.tf32)
 
         return FusedRunner(self.backend, self._step_function(model), plan, kernels)
 

@@ -22,6 +22,7 @@ Another engine overrides what it does better and inherits the rest.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -89,13 +90,20 @@ class EagerEngine:
         return self._distributed(model, allreduce)
 
     def _step_function(self, model: pure.Model) -> StepFunction:
+        scope, precision = self.backend.matmul_scope, model.matmul_precision
+        # float16 overflows by design under a loss scaler, which skips those steps
+        quiet = self.backend.overflow_scope if model.loss_scaler is not None else contextlib.nullcontext
+
         def run(params: Any, opt: Any, states: Any, *batch: Any, xp: Any, inplace: bool) -> Any:
-            return pure.train_step(model, params, opt, states, *batch, xp=xp, inplace=inplace)
+            with scope(precision), quiet():  # traced code (JAX) reads the precision while tracing
+                return pure.train_step(model, params, opt, states, *batch, xp=xp, inplace=inplace)
 
         return run
 
     def _distributed(self, model: pure.Model, allreduce: Allreduce) -> StepFunction:
         xp, inplace = self.backend.xp, self.inplace
+        scope, precision = self.backend.matmul_scope, model.matmul_precision
+        quiet = self.backend.overflow_scope if model.loss_scaler is not None else contextlib.nullcontext
 
         def run(
             params: Any,
@@ -109,24 +117,42 @@ class EagerEngine:
             lr: Any,
             share: float = 1.0,
         ) -> Any:
-            grads, states, value, correct = pure.gradients(model, params, states, x, y, w, noise, xp=xp)
-            flat, layout = flatten(grads)
-            grads = unflatten(allreduce(flat * share), layout)
-            if model.transform is not None:
-                grads = model.transform(grads, xp)
-            params, opt = pure.apply_gradients(model, params, opt, grads, number, lr, xp=xp, inplace=inplace)
+            with scope(precision), quiet():
+                if model.loss_scaler is not None:
+                    opt = pure.initial_opt_state(model, params, opt, xp)
+                scale = pure.loss_scale(model, opt)
+                grads, states, value, correct = pure.gradients(
+                    model, params, states, x, y, w, noise, xp=xp, loss_scale=scale
+                )
+                flat, layout = flatten(grads)
+                grads = unflatten(allreduce(flat * share), layout)
+                params, opt = pure.update(model, params, opt, grads, number, lr, xp=xp, inplace=inplace)
             return params, opt, states, value, correct
 
         return run
 
-    def inference(self, layers: Sequence[Any]) -> Forward:
+    def inference(
+        self, layers: Sequence[Any], compute_dtype: str | None = None, matmul_precision: str = "highest"
+    ) -> Forward:
         """The pure forward pass of ``predict`` and ``evaluate``:
-        ``run(params, layer_state, x, keep_cache=...) -> (output, last cache or None)``."""
-        return self.cache.layers("inference", self, layers, self._inference)
+        ``run(params, layer_state, x, keep_cache=...) -> (output, last cache or None)``, computing in
+        a mixed policy's ``compute_dtype`` (the output in the parameters' dtype), matrix
+        multiplies at ``matmul_precision``."""
+        kind = ("inference", compute_dtype, matmul_precision)
+        return self.cache.layers(
+            kind, self, layers, lambda own: self._inference(own, compute_dtype, matmul_precision)
+        )
 
-    def _inference(self, layers: tuple[Any, ...]) -> Forward:
-        xp = self.backend.xp
-        return lambda params, states, x, *, keep_cache: _forward(layers, params, states, x, xp, keep_cache)
+    def _inference(
+        self, layers: tuple[Any, ...], compute_dtype: str | None, matmul_precision: str
+    ) -> Forward:
+        xp, scope = self.backend.xp, self.backend.matmul_scope
+
+        def run(params: Any, states: Any, x: Array, *, keep_cache: bool) -> Any:
+            with scope(matmul_precision):
+                return _forward(layers, params, states, x, xp, keep_cache, compute_dtype)
+
+        return run
 
     def finite(self, arrays: Sequence[Array]) -> bool:
         """Whether every element of every array is finite, with one device read."""
@@ -144,8 +170,18 @@ class EagerEngine:
         return convert
 
 
-def _forward(layers: Sequence[Any], params: Any, states: Any, x: Array, xp: Any, keep_cache: bool) -> Any:
-    out, caches, _ = pure.forward(layers, params, states, x, training=False, xp=xp, keep_caches=False)
+def _forward(
+    layers: Sequence[Any],
+    params: Any,
+    states: Any,
+    x: Array,
+    xp: Any,
+    keep_cache: bool,
+    compute_dtype: str | None = None,
+) -> Any:
+    out, caches, _ = pure.forward(
+        layers, params, states, x, training=False, xp=xp, keep_caches=False, compute_dtype=compute_dtype
+    )
     return out, caches[-1] if keep_cache else None
 
 

@@ -205,20 +205,21 @@ def _update(optimizer: Any) -> str:
 class CupyKernels:
     """:class:`~xpnet.engine.fused.Kernels` on a CUDA GPU (see the module docstring).
 
-    Made by the CuPy engine for one dtype; binds the kernels and a cuBLAS
+    Made by the CuPy engine for one dtype (``tf32``: float32 products on
+    TF32 tensor cores, ``matmul_precision="tf32"``); binds the kernels and a cuBLAS
     handle to a stream of its own, on which the session runs, records and
     replays (non-blocking, so another thread's work on the default stream
     does not wait for it).
     """
 
-    def __init__(self, xp: Any, dtype: Any, optimizer: Any) -> None:
+    def __init__(self, xp: Any, dtype: Any, optimizer: Any, *, tf32: bool = False) -> None:
         import cupy
 
         self.xp = xp
         self._cupy = cupy
         self.dtype = np.dtype(dtype)
         self.stream = cupy.cuda.Stream(non_blocking=True)
-        self.blas = Handle(self.stream)
+        self.blas = Handle(self.stream, tf32=tf32 and self.dtype == np.float32)
         self.module = cupy.RawModule(code=source(str(self.dtype), optimizer), options=("-std=c++14",))
         self._functions: dict[str, Any] = {}
 

@@ -52,9 +52,9 @@ class JaxEngine(EagerEngine):
 
     def step(self, model: pure.Model, allreduce: Allreduce | None = None) -> StepFunction:
         if allreduce is None:
-            jitted = self.cache.model("step", self, model, _jitted_step)
+            jitted = self.cache.model("step", self, model, lambda m: _jitted_step(m, self.backend))
             return lambda params, opt, states, *batch, share=1.0: jitted(params, opt, states, *batch)
-        gradients, update = self.cache.model("halves", self, model, _halves)
+        gradients, update = self.cache.model("halves", self, model, lambda m: _halves(m, self.backend))
 
         def run(
             params: Any,
@@ -72,7 +72,10 @@ class JaxEngine(EagerEngine):
 
             dtype = np.dtype(str(x.dtype))
             opt = pure.initial_opt_state(model, params, opt, jnp)
-            flat, states, value, correct = gradients(params, states, x, y, w, noise, np.asarray(share, dtype))
+            scale = pure.loss_scale(model, opt)
+            flat, states, value, correct = gradients(
+                params, states, x, y, w, noise, np.asarray(share, dtype), scale
+            )
             params, opt = update(
                 params, opt, allreduce(flat), np.asarray(number, dtype), np.asarray(lr, dtype)
             )
@@ -84,10 +87,16 @@ class JaxEngine(EagerEngine):
         """One compiled reduction over every array (eager JAX would compile one small program per op)."""
         return bool(_all_finite(tuple(arrays))) if arrays else True
 
-    def _inference(self, layers: tuple[Any, ...]) -> Forward:
-        return JaxInference(
-            lambda params, states, x, *, keep_cache: _jnp_forward(layers, params, states, x, keep_cache)
-        )
+    def _inference(
+        self, layers: tuple[Any, ...], compute_dtype: str | None, matmul_precision: str
+    ) -> Forward:
+        scope = self.backend.matmul_scope
+
+        def run(params: Any, states: Any, x: Array, *, keep_cache: bool) -> Any:
+            with scope(matmul_precision):  # read while tracing
+                return _jnp_forward(layers, params, states, x, keep_cache, compute_dtype)
+
+        return JaxInference(run)
 
 
 def _all_finite(arrays: tuple[Any, ...]) -> Any:
@@ -106,13 +115,15 @@ def _all_finite(arrays: tuple[Any, ...]) -> Any:
 _ALL_FINITE: Any = None
 
 
-def _jnp_forward(layers: Sequence[Any], params: Any, states: Any, x: Array, keep_cache: bool) -> Any:
+def _jnp_forward(
+    layers: Sequence[Any], params: Any, states: Any, x: Array, keep_cache: bool, compute_dtype: str | None
+) -> Any:
     import jax.numpy as jnp
 
-    return _forward(layers, params, states, x, jnp, keep_cache)
+    return _forward(layers, params, states, x, jnp, keep_cache, compute_dtype)
 
 
-def _jitted_step(model: pure.Model) -> Any:
+def _jitted_step(model: pure.Model, backend: Backend) -> Any:
     """``run(params, opt, states, x, y, w, noise, number, lr)`` under ``jax.jit``."""
     import jax
     import jax.numpy as jnp
@@ -120,7 +131,8 @@ def _jitted_step(model: pure.Model) -> Any:
     def traced(
         params: Any, opt: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, number: Any, lr: Any
     ) -> Any:
-        return tuple(pure.train_step(model, params, opt, states, x, y, w, noise, number, lr, xp=jnp))
+        with backend.matmul_scope(model.matmul_precision):  # read while tracing
+            return tuple(pure.train_step(model, params, opt, states, x, y, w, noise, number, lr, xp=jnp))
 
     jitted = jax.jit(traced)
 
@@ -134,24 +146,28 @@ def _jitted_step(model: pure.Model) -> Any:
     return run
 
 
-def _halves(model: pure.Model) -> tuple[Any, Any]:
-    """``gradients(params, states, x, y, w, noise, share) -> (flat, states, loss, correct)`` (this
-    rank's gradients, flattened and scaled by its share) and ``update(params, opt, flat, number,
-    lr) -> (params, opt)`` (unflattened, clipped, applied), each under ``jax.jit``."""
+def _halves(model: pure.Model, backend: Backend) -> tuple[Any, Any]:
+    """``gradients(params, states, x, y, w, noise, share, scale) -> (flat, states, loss, correct)``
+    (this rank's gradients, flattened and scaled by its share; ``scale`` the loss scale or None)
+    and ``update(params, opt, flat, number, lr) -> (params, opt)`` (unflattened, clipped, applied,
+    skipped by a loss scaler when not finite), each under ``jax.jit``."""
     import jax
     import jax.numpy as jnp
     from jax.flatten_util import ravel_pytree
 
-    def gradients(params: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, share: Any) -> Any:
-        grads, states, value, correct = pure.gradients(model, params, states, x, y, w, noise, xp=jnp)
+    def gradients(
+        params: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, share: Any, scale: Any
+    ) -> Any:
+        with backend.matmul_scope(model.matmul_precision):
+            grads, states, value, correct = pure.gradients(
+                model, params, states, x, y, w, noise, xp=jnp, loss_scale=scale
+            )
         flat, _ = ravel_pytree(grads)  # gradients have the parameters' structure
         return flat * share, states, value, correct
 
     def update(params: Any, opt: Any, flat: Any, number: Any, lr: Any) -> Any:
         grads = ravel_pytree(params)[1](flat)
-        if model.transform is not None:
-            grads = model.transform(grads, jnp)
-        return pure.apply_gradients(model, params, opt, grads, number, lr, xp=jnp)
+        return pure.update(model, params, opt, grads, number, lr, xp=jnp)
 
     return jax.jit(gradients), jax.jit(update)
 

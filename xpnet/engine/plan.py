@@ -76,6 +76,9 @@ class Plan:
     optimizer : UpdateSpec or None
         The optimizer as a fused update kernel can compute it (SGD, Adam,
         AdamW, RMSprop, exactly these classes), else None.
+    tf32 : bool
+        Whether float32 matrix products may use TF32 (``matmul_precision="tf32"``;
+        a GPU's cuBLAS reads it, NumPy has no such precision).
     """
 
     layers: tuple[DenseSpec | DropoutSpec, ...]
@@ -84,6 +87,7 @@ class Plan:
     update: Callable[..., tuple[Array, dict[str, Array]]] | None = None
     update_options: Mapping[str, Any] = field(default_factory=dict)
     optimizer: UpdateSpec | None = None
+    tf32: bool = False
     first: int = field(init=False)
     """Index of the first Dense layer: backward stops there."""
 
@@ -117,6 +121,7 @@ def fused_plan(
     update: Callable[..., Any] | None = None,
     update_options: Mapping[str, Any] | None = None,
     optimizer: UpdateSpec | None = None,
+    tf32: bool = False,
 ) -> Plan | None:
     """The :class:`Plan` for these layers and loss, or None when the fused loop does not cover them.
 
@@ -133,6 +138,7 @@ def fused_plan(
             update,
             dict(update_options or {}),
             optimizer,
+            tf32,
         )
     except ValueError:
         return None
@@ -158,10 +164,13 @@ def plan_of(model: Model) -> Plan | None:
     Covered: ``Dense`` and ``Dropout`` layers (every Dense layer trained),
     binary or categorical cross-entropy or mean squared error, any optimizer
     (plain SGD fastest), no gradient transform (clipping or an allreduce run
-    the generic step). The same for an attached model and its detached copy.
+    the generic step), no mixed dtype policy (its casts and loss scaling are
+    the generic step's). The same for an attached model and its detached copy.
     """
     dense = tuple(type(layer) is Dense for layer in model.layers)
     if model.transform is not None or model.trainable != dense:  # frozen layers: the generic step
+        return None
+    if model.compute_dtype is not None or model.loss_scaler is not None:
         return None
     optimizer = model.optimizer
     plain = type(optimizer) is SGD and not optimizer.momentum and not optimizer.weight_decay
@@ -172,6 +181,7 @@ def plan_of(model: Model) -> Plan | None:
         update=None if plain else optimizer.update,
         update_options={"overwrite_grad": True} if model.spoils_grads else None,
         optimizer=_update_spec(optimizer),
+        tf32=model.matmul_precision == "tf32",
     )
 
 

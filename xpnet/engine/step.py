@@ -9,90 +9,44 @@ and traced under ``jax.jit``; each backend's engine (:mod:`xpnet.engine`)
 decides which.
 
 A :class:`Model` is the static part, and the backend-free description every
-engine receives: the layers' math, the loss, the optimizer's rule and an
-optional gradient transform.
+engine receives: the layers' math, the loss, the optimizer's rule, an
+optional gradient transform, and the arithmetic: a mixed dtype policy's
+compute dtype (:mod:`xpnet.engine.precision`), float16's loss scaler
+(:mod:`xpnet.optim.loss_scaling`) and the float32 matmul precision, which
+the engine applies around the step (:meth:`~xpnet.Backend.matmul_scope`).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
+from ..backend import float_dtype
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
-from ..nn.losses import CategoricalCrossentropy, Loss
 from ..nn.metrics import correct_count
-from ..optim.optimizers import Optimizer
+from . import precision
+from .model import Array, GradientTransform, LayerState, Model, OptState, Params, detached
+from .update import apply_gradients, initial_opt_state, loss_scale, update, updater
 
-Array = Any
-Params = list[dict[str, Array]]
-OptState = dict[str, dict[str, Array]]
-LayerState = list[dict[str, Array]]
-GradientTransform = Callable[[Params, Any], Params]
-"""``transform(grads, xp) -> grads`` over every layer's gradients (clipping, an allreduce)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Model:
-    """The static side of a step: which math runs, not on which arrays.
-
-    Parameters
-    ----------
-    layers : sequence of Layer
-        Only their pure methods (``apply``, ``vjp``, ``logits``) are used.
-    loss : Loss
-    optimizer : Optimizer
-        Its :meth:`~xpnet.optim.optimizers.Optimizer.update` rule and fixed
-        hyper-parameters (the learning rate and step number come as arguments).
-    transform : callable, optional
-        Applied to all gradients between backward and update; the whole
-        backward pass then runs before the first update. Without one each
-        layer is updated as soon as its gradients exist (the same numbers,
-        while the arrays are still in cache).
-    trainable : tuple of bool, optional
-        Which layers have parameters (default: non-empty ``layer.params``).
-    """
-
-    layers: tuple[Layer, ...]
-    loss: Loss
-    optimizer: Optimizer
-    transform: GradientTransform | None = None
-    trainable: tuple[bool, ...] = field(default=())
-    fused: bool = field(init=False)
-    """Whether the last layer's activation fuses with the loss (sigmoid+BCE, softmax+CE)."""
-    first: int = field(init=False)
-    """Index of the first layer with parameters: backward stops there."""
-    spoils_grads: bool = field(init=False)
-    """Whether the optimizer may overwrite each gradient (it takes ``overwrite_grad`` and no
-    transform sees the gradients): they are made fresh by each step and read by nothing else."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(self.layers))
-        if not self.trainable:
-            object.__setattr__(self, "trainable", tuple(bool(layer.params) for layer in self.layers))
-        wanted = self.loss.output_activation
-        # Read once per step: computed here, not per call.
-        object.__setattr__(self, "fused", wanted is not None and self.layers[-1].output_activation == wanted)
-        first = next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
-        object.__setattr__(self, "first", first)
-        takes = _takes_overwrite(type(self.optimizer).update)
-        object.__setattr__(self, "spoils_grads", takes and self.transform is None)
-
-    @property
-    def binary(self) -> bool:
-        """Whether accuracy thresholds each output (every loss but categorical cross-entropy)."""
-        return not isinstance(self.loss, CategoricalCrossentropy)
-
-
-@functools.lru_cache(maxsize=64)
-def _takes_overwrite(update: Callable[..., Any]) -> bool:
-    """Whether an optimizer's ``update`` takes ``overwrite_grad`` (read once per class)."""
-    return "overwrite_grad" in inspect.signature(update).parameters
+__all__ = [
+    "GradientTransform",
+    "Model",
+    "StepResult",
+    "apply_gradients",
+    "backward",
+    "detached",
+    "draw_noise",
+    "forward",
+    "gradients",
+    "initial_opt_state",
+    "loss_scale",
+    "loss_terms",
+    "train_step",
+    "update",
+]
 
 
 class StepResult(NamedTuple):
@@ -115,18 +69,50 @@ def forward(
     xp: Any,
     noise: Sequence[Any] | None = None,
     keep_caches: bool = True,
+    compute_dtype: str | None = None,
 ) -> tuple[Array, list[Any], LayerState]:
-    """Output, caches and new layer states; ``keep_caches=False`` keeps only the last cache."""
+    """Output, caches and new layer states; ``keep_caches=False`` keeps only the last cache.
+
+    With a ``compute_dtype`` the layers compute in it and the output comes
+    back in ``x``'s dtype (:func:`~xpnet.engine.precision.output`).
+    """
+    out, caches, new_states, _ = _apply(
+        layers, params, states, x, training, xp, noise, keep_caches, compute_dtype
+    )
+    if compute_dtype is not None:
+        out = precision.output(layers[-1], out, caches[-1], x.dtype, xp)[0]
+    return out, caches, new_states
+
+
+def _apply(
+    layers: Sequence[Layer],
+    params: Params,
+    states: LayerState,
+    x: Array,
+    training: bool,
+    xp: Any,
+    noise: Sequence[Any] | None,
+    keep_caches: bool,
+    compute_dtype: str | None,
+) -> tuple[Array, list[Any], LayerState, Params]:
+    """:func:`forward` in the compute dtype, with the parameters each layer computed with."""
     caches: list[Any] = []
     new_states: LayerState = []
+    used = params
+    if compute_dtype is not None:
+        low = float_dtype(xp, compute_dtype)
+        x = precision.cast(x, low, xp)
+        used = [
+            precision.cast_params(p, low, xp) if layer.autocast else p for layer, p in zip(layers, params)
+        ]
     last = len(layers) - 1
     for i, layer in enumerate(layers):
         x, cache, state = layer.apply(
-            params[i], states[i], x, training=training, noise=None if noise is None else noise[i], xp=xp
+            used[i], states[i], x, training=training, noise=None if noise is None else noise[i], xp=xp
         )
         caches.append(cache if keep_caches or i == last else None)
         new_states.append(state)
-    return x, caches, new_states
+    return x, caches, new_states, used
 
 
 def loss_terms(
@@ -139,8 +125,9 @@ def loss_terms(
         value, grad = loss.value_and_gradient(out, y, xp=xp, **extra)
         return value, grad, out, False
     fused = getattr(loss, "fused")  # noqa: B009  (losses with an output activation have it)
-    if model.fused:
-        value, grad = fused(model.layers[-1].logits(last_cache), out, y, xp=xp, **extra)
+    if model.fused:  # a mixed policy's logits are 16-bit; its output is float32
+        logits = precision.cast(model.layers[-1].logits(last_cache), out.dtype, xp)
+        value, grad = fused(logits, out, y, xp=xp, **extra)
         return value, grad, out, True
     # Any other final activation: the outputs are logits, as torch takes them.
     prob = get_activation(loss.output_activation).forward(out, xp)
@@ -225,20 +212,29 @@ def train_step(
         New params, optimizer state and layer state; the batch loss (0-d)
         and, for classification losses, its correct count (0-d), else None.
     """
-    if model.transform is not None:
-        grads, new_state, value, correct = gradients(model, params, layer_state, x, y, weight, noise, xp=xp)
-        grads = model.transform(grads, xp)
-        new_params, new_opt = apply_gradients(
+    if model.transform is not None or model.loss_scaler is not None:
+        opt_state = initial_opt_state(model, params, opt_state, xp) if model.loss_scaler else opt_state
+        scale = loss_scale(model, opt_state)
+        grads, new_state, value, correct = gradients(
+            model, params, layer_state, x, y, weight, noise, xp=xp, loss_scale=scale
+        )
+        new_params, new_opt = update(
             model, params, opt_state, grads, step, learning_rate, xp=xp, inplace=inplace
         )
         return StepResult(new_params, new_opt, new_state, value, correct)
-    caches, new_layer_state, value, grad, from_logits, correct = _forward_loss(
+    caches, new_layer_state, value, grad, from_logits, correct, used = _forward_loss(
         model, params, layer_state, x, y, weight, noise, xp
     )
     new_params = list(params)
     new_opt = dict(opt_state)
-    update = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
-    backward(model, params, caches, grad, from_logits, xp, update)
+    apply = updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
+    visit = apply
+    if model.compute_dtype is not None:  # each gradient in its float32 master's dtype
+
+        def visit(i: int, grads: dict[str, Array]) -> None:
+            apply(i, precision.like(grads, params[i], xp))
+
+    backward(model, used, caches, grad, from_logits, xp, visit)
     return StepResult(new_params, new_opt, new_layer_state, value, correct)
 
 
@@ -252,37 +248,27 @@ def gradients(
     noise: Sequence[Any] | None,
     *,
     xp: Any,
+    loss_scale: Array | None = None,
 ) -> tuple[Params, LayerState, Array, Array | None]:
     """The first half of :func:`train_step`: every layer's gradients (``{}`` for layers without
-    parameters), the new layer state, the batch loss and the correct count (or None)."""
-    caches, new_layer_state, value, grad, from_logits, correct = _forward_loss(
-        model, params, layer_state, x, y, weight, noise, xp
+    parameters, each in its parameter's dtype), the new layer state, the batch loss and the
+    correct count (or None).
+
+    With ``loss_scale`` (:func:`loss_scale`) the loss gradient is multiplied by
+    it before the backward pass and the parameter gradients divided by it after.
+    """
+    caches, new_layer_state, value, grad, from_logits, correct, used = _forward_loss(
+        model, params, layer_state, x, y, weight, noise, xp, loss_scale
     )
     collected: Params = [{} for _ in model.layers]
-    backward(model, params, caches, grad, from_logits, xp, collected.__setitem__)
+    inverse = None if loss_scale is None else 1.0 / loss_scale
+
+    def collect(i: int, grads: dict[str, Array]) -> None:
+        grads = precision.like(grads, params[i], xp) if model.compute_dtype is not None else grads
+        collected[i] = grads if inverse is None else {k: g * inverse for k, g in grads.items()}
+
+    backward(model, used, caches, grad, from_logits, xp, collect)
     return collected, new_layer_state, value, correct
-
-
-def apply_gradients(
-    model: Model,
-    params: Params,
-    opt_state: OptState,
-    grads: Params,
-    step: Any,
-    learning_rate: Any,
-    *,
-    xp: Any,
-    inplace: bool = False,
-) -> tuple[Params, OptState]:
-    """The second half of :func:`train_step`: the optimizer's update from ``grads`` (as
-    :func:`gradients` gives them, after any transform), returning new params and state."""
-    new_params = list(params)
-    new_opt = dict(opt_state)
-    update = _updater(model, params, new_params, new_opt, step, learning_rate, xp, inplace)
-    for i, layer_grads in enumerate(grads):
-        if layer_grads:
-            update(i, layer_grads)
-    return new_params, new_opt
 
 
 def _forward_loss(
@@ -294,45 +280,30 @@ def _forward_loss(
     weight: Array | None,
     noise: Sequence[Any] | None,
     xp: Any,
-) -> tuple[list[Any], LayerState, Array, Array, bool, Array | None]:
-    """The training forward pass and loss: caches, new layer state, loss, its gradient, whether
-    that is w.r.t. the logits, and the correct count (None for regression)."""
-    out, caches, new_layer_state = forward(
-        model.layers, params, layer_state, x, training=True, xp=xp, noise=noise
+    scale: Array | None = None,
+) -> tuple[list[Any], LayerState, Array, Array, bool, Array | None, Params]:
+    """The training forward pass and loss: caches, new layer state, loss, its gradient (times
+    ``scale``, in the output's dtype), whether that is w.r.t. the logits, the correct count (None
+    for regression), and the parameters the layers computed with."""
+    out, caches, new_layer_state, used = _apply(
+        model.layers, params, layer_state, x, True, xp, noise, True, model.compute_dtype
     )
-    value, grad, prob, from_logits = loss_terms(model, out, caches[-1], y, weight, xp)
+    if model.compute_dtype is None:
+        value, grad, prob, from_logits = loss_terms(model, out, caches[-1], y, weight, xp)
+    else:  # the loss in the variables' dtype, its gradient back in the compute dtype
+        last = model.layers[-1]
+        wide, logits = precision.output(last, out, caches[-1], x.dtype, xp)
+        value, grad, prob, from_logits = loss_terms(model, wide, caches[-1], y, weight, xp)
+        if logits is not None and not from_logits:
+            grad, from_logits = precision.through_output(last, logits, wide, grad, xp), True
+    if scale is not None:
+        grad = grad * scale
+    if model.compute_dtype is not None:
+        grad = precision.cast(grad, out.dtype, xp)
     correct = None
     if model.loss.classification:
         correct = correct_count(prob, y, xp, binary=model.binary, sample_weight=weight)
-    return caches, new_layer_state, value, grad, from_logits, correct
-
-
-def _updater(
-    model: Model,
-    params: Params,
-    new_params: Params,
-    new_opt: OptState,
-    step: Any,
-    learning_rate: Any,
-    xp: Any,
-    inplace: bool,
-) -> Callable[[int, dict[str, Array]], None]:
-    """``update(i, grads)``: layer ``i``'s new parameters and optimizer state into ``new_params``
-    and ``new_opt``."""
-    optimizer = model.optimizer
-    options = {"inplace": inplace, "step": step, "learning_rate": learning_rate}
-    if model.spoils_grads:
-        options["overwrite_grad"] = True
-
-    def update(i: int, grads: dict[str, Array]) -> None:
-        fresh = {}
-        for name, value in params[i].items():
-            key = f"{i}.{name}"
-            state = new_opt.get(key, {})
-            fresh[name], new_opt[key] = optimizer.update(value, grads[name], state, xp, **options)
-        new_params[i] = fresh
-
-    return update
+    return caches, new_layer_state, value, grad, from_logits, correct, used
 
 
 def draw_noise(
@@ -340,21 +311,3 @@ def draw_noise(
 ) -> list[np.ndarray | None]:
     """Each layer's host randomness for a training batch of ``rows`` rows, in layer order."""
     return [layer.draw(rng, (rows, int(layer.in_features or 0)), dtype) for layer in layers]
-
-
-def initial_opt_state(model: Model, params: Params, opt_state: OptState, xp: Any) -> OptState:
-    """``opt_state`` with every parameter's entry present (zeros where missing), for fixed-shape loops."""
-    full = dict(opt_state)
-    for i, layer_params in enumerate(params):
-        for name, value in layer_params.items():
-            key = f"{i}.{name}"
-            if not full.get(key) and model.optimizer.state_keys():
-                full[key] = model.optimizer.init_state(value, xp)
-            full.setdefault(key, {})
-    return full
-
-
-def detached(model: Model) -> Model:
-    """``model`` with :meth:`~xpnet.nn.layers.Layer.detached` layers and optimizer: no arrays."""
-    layers = tuple(layer.detached() for layer in model.layers)
-    return Model(layers, model.loss, model.optimizer.detached(), model.transform, model.trainable)

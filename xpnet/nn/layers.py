@@ -28,6 +28,12 @@ The pure protocol (what ``Network`` and :mod:`xpnet.engine.step` use)
     ``Network`` fuses a final sigmoid/softmax with the loss through them.
 ``state`` / ``init_state()``
     Non-trained arrays (running statistics); empty here.
+``autocast``
+    Under a mixed dtype policy the step gives a layer its input in the
+    compute dtype (bfloat16, float16) and, when ``autocast`` is true (the
+    default), its parameters cast to it too; a layer with ``autocast =
+    False`` gets its float32 parameters and computes what must be float32
+    itself (normalization statistics), answering in its input's dtype.
 
 The by-hand path
 ----------------
@@ -58,6 +64,10 @@ class Layer:
 
     Attributes
     ----------
+    autocast : bool
+        Whether a mixed dtype policy's step casts the parameters to the
+        compute dtype for :meth:`apply` and :meth:`vjp` (class attribute; see
+        the module docstring).
     params : dict[str, Array]
         Trainable arrays by name; empty for layers without parameters.
     state : dict[str, Array]
@@ -68,6 +78,8 @@ class Layer:
     backend : Backend or None
         Set by :meth:`build`.
     """
+
+    autocast = True
 
     def __init__(self) -> None:
         self.params: Params = {}
@@ -337,7 +349,7 @@ class Dense(Layer):
     def apply(
         self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
     ) -> tuple[Array, Any, State]:
-        z = x @ params["weight"]
+        z = kernels.matmul(x, params["weight"])
         if self.use_bias:
             z = kernels.add_into(z, params["bias"])  # z is ours: NumPy adds in place
         y = kernels.activation_forward(self.activation, z, xp)
@@ -358,10 +370,10 @@ class Dense(Layer):
         dz = dy
         if not from_logits:
             dz = kernels.activation_backward(self.activation, z, y, dy, xp, overwrite=overwrite_dy)
-        grads = {"weight": x.mT @ dz}
+        grads = {"weight": kernels.matmul(x.mT, dz)}
         if self.use_bias:
             grads["bias"] = kernels.sum_rows(dz, xp)
-        return grads, (dz @ params["weight"].mT if need_input_grad else None)
+        return grads, (kernels.matmul(dz, params["weight"].mT) if need_input_grad else None)
 
     def backward(
         self,

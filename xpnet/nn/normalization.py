@@ -11,6 +11,14 @@ variance, so :meth:`BatchNormalization.draw` gives a column of ones per row
 in training; padded rows get zeros in its place, and the statistics are
 taken over the rows whose mark is 1; rows marked 0 output 0. No random
 numbers are consumed.
+
+Mixed precision
+---------------
+Statistics are always computed in float32 or wider: an input in a 16-bit
+float (a mixed dtype policy's compute dtype) is cast up, normalized with the
+float32 parameters (the layers' ``autocast`` is False, so the step leaves
+them float32) and the output cast back to the input's dtype; the gradients
+come back the same way.
 """
 
 from __future__ import annotations
@@ -33,8 +41,25 @@ def _positive(name: str, value: Any, *, below_one: bool = False) -> float:
     return float(value)
 
 
+def _wide(a: Array, xp: Any) -> Any:
+    """The dtype a normalization computes in for ``a``: float32 for 16-bit floats, else ``a``'s."""
+    return a.dtype if a.dtype in (xp.float32, xp.float64) else xp.float32
+
+
+def _cast(a: Array, dtype: Any, xp: Any) -> Array:
+    return a if a.dtype == dtype else xp.astype(a, dtype)
+
+
+def _widened(params: Params, x: Array, xp: Any) -> tuple[Params, Array]:
+    """``params`` and ``x`` in :func:`_wide`'s dtype for ``x``."""
+    wide = _wide(x, xp)
+    return {k: _cast(v, wide, xp) for k, v in params.items()}, _cast(x, wide, xp)
+
+
 class _Affine(Layer):
     """A per-feature ``weight`` (ones) and ``bias`` (zeros) on top of a normalization."""
+
+    autocast = False  # statistics in float32: see the module docstring
 
     def __init__(self, eps: float) -> None:
         super().__init__()
@@ -100,6 +125,14 @@ class BatchNormalization(_Affine):
     def apply(
         self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
     ) -> tuple[Array, Any, State]:
+        given = x.dtype
+        params, x = _widened(params, x, xp)
+        y, cache, new_state = self._apply(params, state, x, training, noise, xp)
+        return _cast(y, given, xp), cache, new_state
+
+    def _apply(
+        self, params: Params, state: State, x: Array, training: bool, noise: Any, xp: Any
+    ) -> tuple[Array, Any, State]:
         if not training:
             inv = 1.0 / xp.sqrt(state["running_var"] + self.eps)
             xhat = (x - state["running_mean"]) * inv
@@ -142,17 +175,20 @@ class BatchNormalization(_Affine):
         overwrite_dy: bool = False,
     ) -> tuple[dict[str, Array], Array | None]:
         xhat, inv, mask, rows = cache
+        given = dy.dtype
+        dy = _cast(dy, xhat.dtype, xp)
+        weight = _cast(params["weight"], xhat.dtype, xp)
         if mask is not None:
             dy = dy * mask
         grads = {"weight": xp.sum(dy * xhat, axis=0), "bias": xp.sum(dy, axis=0)}
         if not need_input_grad:
             return grads, None
-        dxhat = dy * params["weight"]
+        dxhat = dy * weight
         if rows is None:  # evaluation: the statistics are constants
-            return grads, dxhat * inv
-        total, along = grads["bias"] * params["weight"], grads["weight"] * params["weight"]
+            return grads, _cast(dxhat * inv, given, xp)
+        total, along = grads["bias"] * weight, grads["weight"] * weight
         dx = (dxhat - (total + xhat * along) / rows) * inv
-        return grads, (dx if mask is None else dx * mask)
+        return grads, _cast(dx if mask is None else dx * mask, given, xp)
 
 
 class LayerNormalization(_Affine):
@@ -176,10 +212,12 @@ class LayerNormalization(_Affine):
     def apply(
         self, params: Params, state: State, x: Array, *, training: bool = False, noise: Any = None, xp: Any
     ) -> tuple[Array, Any, State]:
+        given = x.dtype
+        params, x = _widened(params, x, xp)
         centered = x - xp.mean(x, axis=1, keepdims=True)
         inv = 1.0 / xp.sqrt(xp.mean(centered * centered, axis=1, keepdims=True) + self.eps)
         xhat = centered * inv
-        return xhat * params["weight"] + params["bias"], (xhat, inv), state
+        return _cast(xhat * params["weight"] + params["bias"], given, xp), (xhat, inv), state
 
     def vjp(
         self,
@@ -193,13 +231,15 @@ class LayerNormalization(_Affine):
         overwrite_dy: bool = False,
     ) -> tuple[dict[str, Array], Array | None]:
         xhat, inv = cache
+        given = dy.dtype
+        dy = _cast(dy, xhat.dtype, xp)
         grads = {"weight": xp.sum(dy * xhat, axis=0), "bias": xp.sum(dy, axis=0)}
         if not need_input_grad:
             return grads, None
-        dxhat = dy * params["weight"]
+        dxhat = dy * _cast(params["weight"], xhat.dtype, xp)
         mean_d = xp.mean(dxhat, axis=1, keepdims=True)
         mean_dx = xp.mean(dxhat * xhat, axis=1, keepdims=True)
-        return grads, (dxhat - mean_d - xhat * mean_dx) * inv
+        return grads, _cast((dxhat - mean_d - xhat * mean_dx) * inv, given, xp)
 
 
 LAYERS.update({"BatchNormalization": BatchNormalization, "LayerNormalization": LayerNormalization})

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Backend
+from ..backend import numpy_kernels as kernels
 from .initializers import Initializer, get_initializer
 from .layers import LAYERS, Layer, Params, State
 from .shapes import parameter_shapes, state_shapes
@@ -295,7 +296,7 @@ class Residual(Layer):
     ) -> tuple[Array, Any, State]:
         h, cache, new = self.chain.apply(params, state, x, training, noise, self.dtype, xp)
         if self.linear:
-            return h + x @ params[SHORTCUT], (cache, x), new
+            return h + kernels.matmul(x, params[SHORTCUT]), (cache, x), new
         return x + h, (cache, None), new
 
     def vjp(
@@ -316,8 +317,8 @@ class Residual(Layer):
             grad = None
         if not self.linear:
             return grads, (dy + grad if grad is not None else None)
-        grads[SHORTCUT] = x.mT @ dy
-        return grads, (dy @ params[SHORTCUT].mT + grad if grad is not None else None)
+        grads[SHORTCUT] = kernels.matmul(x.mT, dy)
+        return grads, (kernels.matmul(dy, params[SHORTCUT].mT) + grad if grad is not None else None)
 
 
 class Parallel(Layer):

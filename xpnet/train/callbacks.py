@@ -60,6 +60,13 @@ class TerminateOnNaN(Callback):
     blow up in an epoch's last steps, after its loss was computed, stop the
     run as a non-finite loss does.
 
+    Under ``dtype="mixed_float16"`` a step whose scaled gradients overflow is
+    skipped by the loss scaler: its parameters stay finite and its loss (the
+    unscaled float32 loss of the batch) counts in the epoch's, so skipped
+    steps never stop a run. A non-finite loss means the forward pass itself
+    overflowed float16, which no loss scale repairs: that stops the run, and
+    the message says so.
+
     Parameters
     ----------
     raise_error : bool
@@ -79,6 +86,11 @@ class TerminateOnNaN(Callback):
         else:
             return
         net.stop_training = True
+        if getattr(net, "compute_dtype", None) == "float16" and not math.isfinite(loss):
+            detail += (
+                " (under dtype='mixed_float16' the forward pass overflowed float16's range, 65504, which "
+                "loss scaling cannot repair: try dtype='mixed_bfloat16', or smaller inputs or weights)"
+            )
         if self.raise_error:
             raise FloatingPointError(
                 f"{what} in epoch {epoch + 1}{detail}; training stopped "

@@ -237,9 +237,11 @@ def _average(members: list[Network], blank: Network, metadata: dict[str, Any]) -
         loss=blank.loss,
         optimizer=blank.optimizer,
         backend=blank.backend,
-        dtype=blank.dtype,
+        dtype=blank.policy,
         seed=blank.seed,
         compile=blank.compile,
+        matmul_precision=blank.matmul_precision,
+        loss_scaler=blank.loss_scaler,
     )
     net.build(int(members[0].in_features or 0))
     net.metadata = copy.deepcopy(metadata)

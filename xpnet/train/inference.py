@@ -36,7 +36,8 @@ def infer(net: Any, x: Array, keep_cache: bool = True) -> tuple[Array, Any]:
     """Output and last cache (None without ``keep_cache``) of the pure forward pass on device rows
     ``x``, as the network's engine runs it (compiled on JAX); nothing is kept anywhere."""
     params, _, states = net._arrays()
-    return net._engine().inference(net.layers)(params, states, x, keep_cache=keep_cache)
+    forward = net._engine().inference(net.layers, net._compute(), net.matmul_precision)
+    return forward(params, states, x, keep_cache=keep_cache)
 
 
 def metric_list(net: Any, metrics: Sequence[Any] | None) -> list[Metric]:

@@ -21,11 +21,13 @@ from ..engine import EagerEngine, engine_for, step
 from ..nn.layers import Layer
 from ..nn.losses import Loss, get_loss
 from ..optim.clipping import gradient_transform
+from ..optim.loss_scaling import LossScaler
 from ..optim.optimizers import Optimizer, get_optimizer
 from . import copies, inputs, serialize
 from .fitting import Trainer
 from .history import History
 from .inference import Predictor
+from .policy import DTypePolicy, check_matmul_precision, get_policy
 from .summary import summary_text
 
 
@@ -49,8 +51,24 @@ class Network(Trainer, Predictor):
         See :func:`xpnet.get_backend`; ``None`` reads ``$XPNET_BACKEND``, else auto.
     device : object, optional
         Backend-specific device (``"cuda:0"``, ``0``, ``"device1"``, ...).
-    dtype : {"float32", "float64"}
-        Floating dtype of parameters and computations.
+    dtype : {"float32", "float64", "mixed_bfloat16", "mixed_float16"} or DTypePolicy
+        The dtype policy (:mod:`xpnet.train.policy`). ``"float32"`` and
+        ``"float64"``: parameters and computations in that dtype. The mixed
+        policies keep parameters, optimizer state and the loss in float32
+        (:attr:`dtype` says ``"float32"``) and run matrix multiplies and
+        activations in bfloat16 or float16 (:attr:`compute_dtype`); softmax,
+        sigmoid outputs and normalization statistics stay float32, and
+        ``"mixed_float16"`` scales the loss dynamically (``loss_scaler``).
+        They run on numpy (bfloat16 through the ``ml_dtypes`` package),
+        torch, jax and cupy; array_api_strict has no 16-bit floats.
+    matmul_precision : {"highest", "tf32"}
+        Float32 matrix multiplies in full float32 (the default), or on TF32
+        tensor cores where the hardware has them (CUDA on torch and cupy, GPUs
+        on jax; a no-op on CPUs, numpy and array_api_strict included). A
+        float32 option: ValueError with another ``dtype``. Saved in checkpoints.
+    loss_scaler : LossScaler, optional
+        The loss-scaling rules of ``"mixed_float16"`` (default:
+        ``LossScaler()``, GradScaler's); ValueError with another ``dtype``.
     seed : int, optional
         Seeds the host generator that draws initial weights, shuffling order
         and dropout masks; the same seed gives the same run on every backend.
@@ -80,9 +98,11 @@ class Network(Trainer, Predictor):
         optimizer: str | Optimizer = "sgd",
         backend: str | Backend | None = None,
         device: Any = None,
-        dtype: str = "float32",
+        dtype: str | DTypePolicy = "float32",
         seed: int | None = None,
         compile: bool | None = None,
+        matmul_precision: str = "highest",
+        loss_scaler: LossScaler | None = None,
     ) -> None:
         layers = list(layers) if not isinstance(layers, Layer) else [layers]
         if not layers:
@@ -90,14 +110,16 @@ class Network(Trainer, Predictor):
         for layer in layers:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Network layers must be xpnet Layer objects, got {layer!r}")
-        if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        self.policy: DTypePolicy = get_policy(dtype)
+        self.matmul_precision = check_matmul_precision(matmul_precision, self.policy)
+        self.loss_scaler = _loss_scaler(self.policy, loss_scaler)
         self.layers: list[Layer] = layers
         self.loss: Loss = get_loss(loss)
         self.optimizer: Optimizer = get_optimizer(optimizer)
         self.backend: Backend = get_backend(backend, device)
-        self.dtype = dtype
-        self.backend.dtype(dtype)
+        self.dtype = self.policy.variable_dtype
+        """The dtype of parameters, optimizer state and inputs (a mixed policy's variables: float32)."""
+        _check_policy(self.backend, self.policy)
         self.seed = seed
         self.rng = np.random.default_rng(inputs.seed(seed))
         self.history = History()
@@ -118,6 +140,12 @@ class Network(Trainer, Predictor):
             self.build(self.layers[0].in_features)
 
     # -- structure -----------------------------------------------------------------
+
+    @property
+    def compute_dtype(self) -> str:
+        """The dtype matrix multiplies and activations run in: ``"bfloat16"`` / ``"float16"`` under
+        a mixed policy, else :attr:`dtype`."""
+        return self.policy.compute_dtype
 
     @property
     def in_features(self) -> int | None:
@@ -152,7 +180,19 @@ class Network(Trainer, Predictor):
 
     def _model(self) -> step.Model:
         transform = gradient_transform(self.optimizer.clip_norm, self.optimizer.clip_value)
-        return step.Model(tuple(self.layers), self.loss, self.optimizer, transform=transform)
+        return step.Model(
+            tuple(self.layers),
+            self.loss,
+            self.optimizer,
+            transform=transform,
+            compute_dtype=self._compute(),
+            loss_scaler=self.loss_scaler,
+            matmul_precision=self.matmul_precision,
+        )
+
+    def _compute(self) -> str | None:
+        """The compute dtype the step casts to, or None when it computes in the variables' dtype."""
+        return self.policy.compute_dtype if self.policy.mixed else None
 
     def parameter_count(self) -> int:
         """Total number of trainable scalars."""
@@ -179,7 +219,7 @@ class Network(Trainer, Predictor):
     def to(self, backend: str | Backend, device: Any = None) -> Network:
         """Move parameters and optimizer state to another backend or device; returns self."""
         target = get_backend(backend, device)
-        target.dtype(self.dtype)
+        _check_policy(target, self.policy)
         for layer in self.layers:
             if layer.built:
                 layer.to(target)
@@ -267,9 +307,11 @@ class Network(Trainer, Predictor):
         *,
         backend: Any = None,
         device: Any = None,
+        dtype: Any = None,
     ) -> Network:
-        """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent)."""
-        return serialize.restore(cls, metadata, tensors, backend, device)
+        """Rebuild a network from :meth:`state`'s output on ``backend`` (ValueError if inconsistent);
+        ``dtype`` as in :func:`load`."""
+        return serialize.restore(cls, metadata, tensors, backend, device, dtype)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -282,16 +324,44 @@ class Network(Trainer, Predictor):
         state.pop("_runners", None)  # pickled before engines kept them
         state.setdefault("_engines", {})
         state.setdefault("_copies", copies.Kept())
+        state.setdefault("policy", get_policy(state.get("dtype", "float32")))  # pickled before policies
+        state.setdefault("matmul_precision", "highest")
+        state.setdefault("loss_scaler", None)
         self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (
             f"Network({self.layers!r}, loss={self.loss.name!r}, optimizer={self.optimizer!r}, "
-            f"backend={self.backend.name!r}, dtype={self.dtype!r})"
+            f"backend={self.backend.name!r}, dtype={self.policy.name!r})"
         )
 
 
-def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None) -> Network:
+def _check_policy(backend: Backend, policy: DTypePolicy) -> None:
+    """Raise the backend's one clear error when it cannot run ``policy`` (nothing otherwise)."""
+    backend.dtype(policy.variable_dtype)
+    if policy.mixed:
+        try:
+            backend.compute_dtype(policy.compute_dtype)
+        except ValueError as exc:
+            raise ValueError(
+                f"dtype={policy.name!r} cannot run here: {exc} (a saved mixed model loads here as "
+                "float32 with xn.load(path, dtype='float32'))"
+            ) from None
+
+
+def _loss_scaler(policy: DTypePolicy, given: LossScaler | None) -> LossScaler | None:
+    if given is not None and not isinstance(given, LossScaler):
+        raise TypeError(f"loss_scaler must be an xpnet LossScaler, got {type(given).__name__}")
+    if given is not None and not policy.loss_scaling:
+        raise ValueError(
+            f"loss_scaler is for dtype='mixed_float16' (float16 gradients need scaling), not {policy.name!r}"
+        )
+    return (given or LossScaler()) if policy.loss_scaling else None
+
+
+def load(
+    path: Any, *, backend: Any = None, device: Any = None, max_bytes: int | None = None, dtype: Any = None
+) -> Network:
     """Read a network written by :meth:`Network.save`, onto any backend.
 
     Parameters
@@ -303,6 +373,12 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
         (``$XPNET_BACKEND``, else auto), not the backend it was saved from.
     max_bytes : int, optional
         Refuse files larger than this.
+    dtype : str, optional
+        Another dtype policy keeping the same parameter dtype: a
+        ``"mixed_bfloat16"`` or ``"mixed_float16"`` model loads as ``"float32"``
+        (on array_api_strict, which has no 16-bit floats, say) and a float32
+        one as mixed. None (the default) keeps the saved policy, matmul
+        precision and loss-scaler state.
 
     Raises
     ------
@@ -313,6 +389,6 @@ def load(path: Any, *, backend: Any = None, device: Any = None, max_bytes: int |
     """
     metadata, tensors = checkpoint.read(path, max_bytes=max_bytes, check=serialize.check)
     try:
-        return Network.from_state(metadata, tensors, backend=backend, device=device)
+        return Network.from_state(metadata, tensors, backend=backend, device=device, dtype=dtype)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc

@@ -26,8 +26,11 @@ from ..data.tabular import TabularEncoder
 from ..nn.layers import LAYERS, Layer
 from ..nn.losses import Loss, get_loss
 from ..nn.shapes import parameter_shapes, state_shapes
+from ..optim import loss_scaling
+from ..optim.loss_scaling import LossScaler
 from ..optim.optimizers import OPTIMIZERS, Optimizer
 from .history import History
+from .policy import POLICIES, DTypePolicy, check_matmul_precision, get_policy
 
 REQUIRED = (
     "layers",
@@ -57,6 +60,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _host(value: Any) -> np.ndarray:
+    """``value`` as a C-contiguous host array of its own shape (``np.ascontiguousarray`` makes 0-d 1-d)."""
+    host = to_numpy(value)
+    return host if host.flags.c_contiguous else np.ascontiguousarray(host)
+
+
 def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Tensors (parameters, optimizer state) and metadata (everything else) of ``net``."""
     if not net.built:
@@ -64,12 +73,12 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     tensors: dict[str, np.ndarray] = {}
     for index, layer in enumerate(net.layers):
         for name, value in layer.params.items():
-            tensors[f"layers.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
+            tensors[f"layers.{index}.{name}"] = _host(value)
         for name, value in layer.state.items():
-            tensors[f"state.{index}.{name}"] = np.ascontiguousarray(to_numpy(value))
+            tensors[f"state.{index}.{name}"] = _host(value)
     for key, state in net.optimizer.state.items():
         for name, value in state.items():
-            tensors[f"optimizer.{key}.{name}"] = np.ascontiguousarray(to_numpy(value))
+            tensors[f"optimizer.{key}.{name}"] = _host(value)
     layers = [{"class": type(layer).__name__, "config": layer.get_config()} for layer in net.layers]
     optimizer = {
         "name": net.optimizer.name,
@@ -83,12 +92,16 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         "loss_config": json.dumps(net.loss.get_config()),
         "optimizer": json.dumps(optimizer),
         "dtype": net.dtype,
+        "dtype_policy": net.policy.name,
+        "matmul_precision": net.matmul_precision,
         "epoch": str(net.epoch),
         "rng_state": json.dumps(_jsonable(net.rng.bit_generator.state)),
         "input_scaling": json.dumps(_jsonable(net.input_scaling)),
         "metadata": json.dumps(_jsonable(net.metadata)),
         "history": json.dumps({"epoch": net.history.epoch, "history": net.history.history}),
     }
+    if net.loss_scaler is not None:
+        metadata["loss_scaler"] = json.dumps(net.loss_scaler.get_config())
     return tensors, metadata
 
 
@@ -112,6 +125,9 @@ class Contents:
     loss: Loss
     optimizer: Optimizer
     dtype: str
+    policy: DTypePolicy
+    matmul_precision: str
+    loss_scaler: LossScaler | None
     epoch: int
     rng_state: dict[str, Any]
     input_scaling: dict[str, Any] | None
@@ -136,7 +152,11 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
         raise ValueError(f"the model's dtype is {dtype!r}; expected 'float32' or 'float64'")
     in_features = _natural(meta["in_features"], "in_features", positive=True)
     layers = _layers(loads_json(meta["layers"], "the model's layers"))
-    _check_tensors(layers, in_features, FLOAT_TENSORS[dtype], specs)
+    named = POLICIES.get(meta.get("dtype_policy", dtype))
+    _check_tensors(
+        layers, in_features, FLOAT_TENSORS[dtype], specs, scaled=bool(named and named.loss_scaling)
+    )
+    policy, precision, scaler = _arithmetic(meta, dtype)
     loss_config = _mapping(
         loads_json(meta.get("loss_config", "{}"), "the model's loss_config"), "loss_config"
     )
@@ -151,6 +171,9 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
         loss=loss,
         optimizer=_optimizer(loads_json(meta["optimizer"], "the model's optimizer")),
         dtype=dtype,
+        policy=policy,
+        matmul_precision=precision,
+        loss_scaler=scaler,
         epoch=_natural(meta["epoch"], "epoch"),
         rng_state=_rng_state(loads_json(meta["rng_state"], "the model's rng_state")),
         input_scaling=_scaling(
@@ -171,6 +194,37 @@ def _out_features(layers: list[Layer], in_features: int) -> int:
     for layer in layers:
         n = layer.output_features(n)
     return n
+
+
+def _arithmetic(meta: dict[str, str], dtype: str) -> tuple[DTypePolicy, str, LossScaler | None]:
+    """The dtype policy, matmul precision and loss scaler a checkpoint names (files written before
+    policies existed hold none: their dtype is the policy, at the highest precision)."""
+    name = meta.get("dtype_policy", dtype)
+    try:
+        policy = get_policy(name)
+    except ValueError:
+        raise ValueError(f"the model's dtype_policy is {name!r}; expected one of {list(POLICIES)}") from None
+    if policy.variable_dtype != dtype:
+        raise ValueError(
+            f"the model's dtype_policy {policy.name!r} keeps {policy.variable_dtype} parameters, "
+            f"but its dtype is {dtype!r}"
+        )
+    try:
+        precision = check_matmul_precision(meta.get("matmul_precision", "highest"), policy)
+    except ValueError as exc:
+        raise ValueError(f"the model's matmul_precision is invalid: {exc}") from None
+    text = meta.get("loss_scaler")
+    if text is None:
+        return policy, precision, LossScaler() if policy.loss_scaling else None
+    if not policy.loss_scaling:
+        raise ValueError(
+            f"the model holds a loss_scaler, which its dtype_policy {policy.name!r} has no use for"
+        )
+    config = _mapping(loads_json(text, "the model's loss_scaler"), "loss_scaler")
+    try:
+        return policy, precision, LossScaler(**config)
+    except _BAD_CONFIG as exc:
+        raise ValueError(f"the model's loss_scaler {config!r} is invalid: {exc}") from None
 
 
 def _natural(value: Any, what: str, positive: bool = False) -> int:
@@ -211,8 +265,11 @@ def _layers(specs: Any) -> list[Layer]:
     return layers
 
 
-def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: TensorSpecs) -> None:
-    """Every tensor the architecture implies, with its shape, and nothing else."""
+def _check_tensors(
+    layers: list[Layer], in_features: int, dtype: str, specs: TensorSpecs, *, scaled: bool = False
+) -> None:
+    """Every tensor the architecture implies, with its shape, and nothing else (a loss scaler's
+    0-d state when ``scaled``)."""
     expected: dict[str, tuple[int, ...]] = {}
     states: dict[str, tuple[int, ...]] = {}
     n = in_features
@@ -232,8 +289,12 @@ def _check_tensors(layers: list[Layer], in_features: int, dtype: str, specs: Ten
         n = layer.output_features(n)
     params = dict(expected)
     expected.update(states)
+    if scaled:
+        expected.update(
+            {f"optimizer.{loss_scaling.STATE_KEY}.{name}": () for name in loss_scaling.STATE_NAMES}
+        )
     for key, (code, shape) in specs.items():
-        if key.startswith("optimizer."):
+        if key.startswith("optimizer.") and key not in expected:
             slot, _, _ = key[len("optimizer.") :].rpartition(".")
             want = params.get(f"layers.{slot}")
             if want is None:
@@ -405,18 +466,41 @@ def _history(recorded: Any) -> History:
 
 
 def restore(
-    network_cls: Any, meta: dict[str, str], tensors: dict[str, np.ndarray], backend: Any, device: Any
+    network_cls: Any,
+    meta: dict[str, str],
+    tensors: dict[str, np.ndarray],
+    backend: Any,
+    device: Any,
+    dtype: Any = None,
 ) -> Any:
-    """A ``network_cls`` network rebuilt from checkpoint contents (ValueError if they do not fit)."""
+    """A ``network_cls`` network rebuilt from checkpoint contents (ValueError if they do not fit).
+
+    ``dtype`` (a policy name) replaces the saved policy when it keeps the same
+    variable dtype: a ``"mixed_bfloat16"`` model loads as ``"float32"`` (on
+    array_api_strict, say) and back; a loss scaler's state goes only to a
+    policy that scales.
+    """
     specs = {key: (_code(key, value), tuple(np.shape(value))) for key, value in tensors.items()}
     contents = check(meta, specs)
+    policy, precision, scaler = contents.policy, contents.matmul_precision, contents.loss_scaler
+    if dtype is not None and get_policy(dtype) != policy:
+        policy = get_policy(dtype)
+        if policy.variable_dtype != contents.dtype:
+            raise ValueError(
+                f"dtype={policy.name!r} keeps {policy.variable_dtype} parameters, and the file holds "
+                f"{contents.dtype} ones; load it with a policy that keeps {contents.dtype}"
+            )
+        precision = precision if policy.name == "float32" else "highest"
+        scaler = (scaler or LossScaler()) if policy.loss_scaling else None
     net = network_cls(
         contents.layers,
         loss=contents.loss,
         optimizer=contents.optimizer,
         backend=backend,
         device=device,
-        dtype=contents.dtype,
+        dtype=policy,
+        matmul_precision=precision,
+        loss_scaler=scaler,
     )
     net.build(contents.in_features)
     for index, layer in enumerate(net.layers):
@@ -428,6 +512,8 @@ def restore(
     for key, value in tensors.items():
         if key.startswith(prefix):
             slot, _, name = key[len(prefix) :].rpartition(".")
+            if slot == loss_scaling.STATE_KEY and net.loss_scaler is None:
+                continue  # a float16 model loaded under a policy without scaling
             net.optimizer.state.setdefault(slot, {})[name] = net.backend.asarray(value, net.dtype, copy=True)
     net.epoch = contents.epoch
     net.rng.bit_generator.state = contents.rng_state

@@ -17,7 +17,13 @@ def summary_text(net: Any) -> str:
         rows.append((repr(layer), f"(None, {n if n is not None else '?'})", f"{count:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     rule = "-" * (sum(widths) + 4)
-    lines = [f"Network on {net.backend.name} ({net.backend.device}), dtype {net.dtype}", rule]
+    dtype = net.dtype
+    policy = getattr(net, "policy", None)
+    if policy is not None and policy.mixed:
+        dtype = f"{policy.name} (variables {policy.variable_dtype}, compute {policy.compute_dtype})"
+    if getattr(net, "matmul_precision", "highest") != "highest":
+        dtype += f", matmul {net.matmul_precision}"
+    lines = [f"Network on {net.backend.name} ({net.backend.device}), dtype {dtype}", rule]
     for i, row in enumerate(rows):
         lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
         if i == 0:
