@@ -1,4 +1,4 @@
-"""Data helpers: built-in datasets, CSV reading, the tabular encoder, splits and scaling; batch sources
+"""Data helpers: built-in datasets, CSV reading, the tabular encoders, splits and scaling; batch sources
 that stream."""
 
 from .csvfiles import read_csv, read_features, read_table
@@ -23,6 +23,7 @@ from .streams import (
     device_converter,
     from_npy,
 )
+from .encoders import RobustTabularEncoder, encoder_from_state
 from .tabular import TabularEncoder, TargetEncoder
 
 __all__ = [
@@ -35,10 +36,12 @@ __all__ = [
     "IterableSource",
     "ParquetSource",
     "Prefetcher",
+    "RobustTabularEncoder",
     "TabularEncoder",
     "TargetEncoder",
     "as_source",
     "device_converter",
+    "encoder_from_state",
     "encode_labels",
     "from_npy",
     "kfold",

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
+from ..data.encoders import encoder_from_state
 from ..data.tabular import TabularEncoder, check_columns, is_dataframe, needs_encoding
 from ..nn.losses import CategoricalCrossentropy
 from ..nn.shapes import parameter_count
@@ -207,7 +208,7 @@ def table(net: Any, X: Any, name: str) -> Any:
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
-        return TabularEncoder.from_state(meta["encoder"]).transform(X)
+        return encoder_from_state(meta["encoder"]).transform(X)
     if is_dataframe(X):
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
         if bad:
