@@ -11,6 +11,7 @@ from .datasets import (
     standardization,
     train_test_split,
 )
+from .encoders import RobustTabularEncoder, encoder_from_state
 from .streams import (
     ArraySource,
     Batch,
@@ -23,7 +24,6 @@ from .streams import (
     device_converter,
     from_npy,
 )
-from .encoders import RobustTabularEncoder, encoder_from_state
 from .tabular import TabularEncoder, TargetEncoder
 
 __all__ = [
@@ -41,8 +41,8 @@ __all__ = [
     "TargetEncoder",
     "as_source",
     "device_converter",
-    "encoder_from_state",
     "encode_labels",
+    "encoder_from_state",
     "from_npy",
     "kfold",
     "load_dataset",

@@ -13,7 +13,7 @@ recipe (:func:`xpnet.tabular_model`). It differs from
   outlier at predict time cannot drive the network far from what it saw;
 - with ``bins``, a piecewise-linear encoding beside ``z`` (Gorishniy et al.,
   "On Embeddings for Numerical Features in Tabular Deep Learning", 2022): the
-  training quantiles cut the column into bins and bin ``t`` encodes as
+  training quantiles (observed values) cut the column into bins and bin ``t`` encodes as
   ``clip((x - b_t) / (b_{t+1} - b_t), 0, 1)``: 1 for bins below ``x``, the
   position inside ``x``'s own bin, 0 above. A network can then bend a
   column's effect at the data's quantiles, as a tree splits there.
@@ -142,7 +142,8 @@ def _edges(finite: np.ndarray, bins: int) -> list[float]:
     """Distinct quantile edges of ``bins`` bins, or [] when that makes fewer than two bins."""
     if bins < 2 or finite.size == 0:
         return []
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
+    # Edges at observed values (no interpolation), so a column of few values gets a bin between each two.
+    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1), method="inverted_cdf"))
     return [float(e) for e in edges] if edges.size > 2 else []
 
 

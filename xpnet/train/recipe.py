@@ -41,6 +41,7 @@ from ..optim.optimizers import Adam, AdamW
 from ..optim.schedules import cosine_decay, warmup
 from .callbacks import Callback, EarlyStopping, LearningRateScheduler
 from .ensemble import average_networks, kfold_ensemble
+from .history import History
 from .network import Network
 from .progress import _tqdm_class
 
@@ -85,8 +86,8 @@ class TabularRecipe:
     batch_size: int = 256
     learning_rate: float = 3e-3
     weight_decay: float = 0.0
-    dropout: float = 0.0
-    label_smoothing: float = 0.0
+    dropout: float = 0.15
+    label_smoothing: float = 0.1
     bins: int = 16
     clip: float = 3.0
     held_back: float = 0.1
@@ -114,6 +115,7 @@ def tabular_model(
     dtype: str = "float32",
     class_weight: Any = None,
     verbose: int = 1,
+    histories: list[History] | None = None,
 ) -> Network:
     """Train xpnet's default model for the table ``frame`` to predict its column ``target``.
 
@@ -140,6 +142,9 @@ def tabular_model(
     verbose : {0, 1}
         1: a progress bar on standard error (in a terminal), else a line per
         network; 0: silence.
+    histories : list, optional
+        Each trained network's :class:`~xpnet.History` is appended to it
+        (for plotting; the returned network has a fresh one).
 
     Returns
     -------
@@ -171,18 +176,19 @@ def tabular_model(
     features = frame.drop(columns=[target])
     labels = _labels(targets, frame[target])
     options = {"backend": backend, "device": device, "dtype": dtype}
-    if fast:
-        net = _single(features, labels, targets, seed, options, class_weight, verbose)
-    elif len(labels) <= recipe.small_table:
-        net = _folds(features, labels, targets, seed, options, class_weight, verbose)
+    kept = histories if histories is not None else []
+    if regime(len(labels), fast, recipe) == "single":
+        net = _single(features, labels, targets, seed, options, class_weight, verbose, kept)
+    elif regime(len(labels), fast, recipe) == "folds":
+        net = _folds(features, labels, targets, seed, options, class_weight, verbose, kept)
     else:
-        net = _ensemble(recipe, features, labels, targets, seed, options, class_weight, verbose)
+        net = _ensemble(recipe, features, labels, targets, seed, options, class_weight, verbose, kept)
     net.metadata.update({"target_name": str(target), "task": targets.task, "classes": targets.classes})
     return net
 
 
 def regime(rows: int, fast: bool = False, recipe: TabularRecipe | None = None) -> str:
-    """Which model :func:`tabular_model` trains on ``rows`` rows: ``"single"``, ``"folds"`` or ``"ensemble"``."""
+    """What :func:`tabular_model` trains on ``rows`` rows: ``"single"``, ``"folds"`` or ``"ensemble"``."""
     if fast:
         return "single"
     return "folds" if rows <= (recipe or TabularRecipe()).small_table else "ensemble"
@@ -229,9 +235,12 @@ def _single(
     options: dict[str, Any],
     class_weight: Any,
     verbose: int,
+    histories: list[History],
 ) -> Network:
     classification = targets.task == "classification"
-    kept, back, _, _ = train_test_split(np.arange(len(labels)), labels, 0.1, seed=seed + 1, stratify=classification)
+    kept, back, _, _ = train_test_split(
+        np.arange(len(labels)), labels, 0.1, seed=seed + 1, stratify=classification
+    )
     net = _small_network(targets, 0.0, seed, options)
     stopper = EarlyStopping(patience=SMALL_SETTINGS["patience"], restore_best_weights=True)
     bar = _Bar(verbose, 1, SMALL_SETTINGS["epochs"], targets, "one network, stopped on a held-back tenth")
@@ -247,6 +256,7 @@ def _single(
         preprocess="always",
     )
     bar.finish(stopper)
+    histories.append(net.history)
     return net
 
 
@@ -258,6 +268,7 @@ def _folds(
     options: dict[str, Any],
     class_weight: Any,
     verbose: int,
+    histories: list[History],
 ) -> Network:
     bar = _Bar(verbose, FOLDS * len(WEIGHT_DECAYS), 1, targets, "5-fold ensembles, weight decay 0, 0.01, 0.1")
     result = kfold_ensemble(
@@ -276,6 +287,7 @@ def _folds(
         report=lambda member: bar.member_done(member.loss, member.best_epoch, member.epochs),
     )
     bar.close()
+    histories.extend(member.history for member in result.chosen())
     result.network.metadata["weight_decay"] = result.weight_decay
     return result.network
 
@@ -289,6 +301,7 @@ def _ensemble(
     options: dict[str, Any],
     class_weight: Any,
     verbose: int,
+    histories: list[History],
 ) -> Network:
     classification = targets.task == "classification"
     encoder = RobustTabularEncoder(clip=recipe.clip, bins=recipe.bins).fit(features)
@@ -299,7 +312,8 @@ def _ensemble(
         scale = float(labels.std())
         scaling["target_scaling"] = {"mean": [float(labels.mean())], "scale": [scale if scale > 0 else 1.0]}
     seeds = [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=recipe.members)]
-    what = f"{recipe.members} networks of {'x'.join(str(h) for h in recipe.hidden)} ReLU, {recipe.epochs} epochs each"
+    shape = "x".join(str(h) for h in recipe.hidden)
+    what = f"{recipe.members} networks of {shape} ReLU, {recipe.epochs} epochs each"
     bar = _Bar(verbose, recipe.members, recipe.epochs, targets, what)
     members = []
     for member_seed in seeds:
@@ -321,6 +335,7 @@ def _ensemble(
             verbose=0,
         )
         bar.finish(stopper)
+        histories.append(net.history)
         members.append(net)
     bar.close()
     names = [str(c) for c in features.columns]
@@ -338,7 +353,9 @@ def _member(recipe: TabularRecipe, targets: TargetEncoder, seed: int, options: d
     if activation is not None:
         layers.append(Activation(activation))
     optimizer = AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay)
-    return Network(layers, loss=_loss(activation, recipe.label_smoothing), optimizer=optimizer, seed=seed, **options)
+    return Network(
+        layers, loss=_loss(activation, recipe.label_smoothing), optimizer=optimizer, seed=seed, **options
+    )
 
 
 class _Bar(Callback):
@@ -380,7 +397,9 @@ class _Bar(Callback):
         self.done += 1
         if self.bar is not None:
             self.bar.update(self.done * self.epochs - self.bar.n)
-        self._say(f"network {self.done}/{self.networks}: kept epoch {best} of {epochs}, {self._held_back(loss)}")
+        self._say(
+            f"network {self.done}/{self.networks}: kept epoch {best} of {epochs}, {self._held_back(loss)}"
+        )
 
     def finish(self, stopper: EarlyStopping) -> None:
         best = (stopper.best_epoch if stopper.best_epoch is not None else 0) + 1
