@@ -94,11 +94,18 @@ def test_a_damaged_robust_state_is_one_value_error():
 def test_average_networks_predicts_the_mean_of_the_members_logits(backend):
     X = np.random.default_rng(0).normal(size=(10, 3))
     members = [
-        xn.Network([xn.Dense(4, "relu", in_features=3), xn.Dense(2), xn.Activation("softmax")],
-                   loss="categorical_crossentropy", backend=backend, dtype="float64", seed=s)  # fmt: skip
+        xn.Network(
+            [xn.Dense(4, "relu", in_features=3), xn.Dense(2), xn.Activation("softmax")],
+            loss="categorical_crossentropy",
+            backend=backend,
+            dtype="float64",
+            seed=s,
+        )
         for s in (1, 2)
     ]
-    logits = [xn.to_numpy(xn.Network(m.layers[:-1], backend=backend, dtype="float64").predict(X)) for m in members]
+    logits = [
+        xn.to_numpy(xn.Network(m.layers[:-1], backend=backend, dtype="float64").predict(X)) for m in members
+    ]
     net = xn.average_networks(members, {"note": "kept"})
     mean = np.mean(logits, axis=0)
     expected = np.exp(mean) / np.exp(mean).sum(axis=1, keepdims=True)

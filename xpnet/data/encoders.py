@@ -147,6 +147,17 @@ def _edges(finite: np.ndarray, bins: int) -> list[float]:
     return [float(e) for e in edges] if edges.size > 2 else []
 
 
+BINS = 16
+"""Quantile bins of the default encoder's numeric columns."""
+CLIP = 3.0
+"""The default encoder's smooth clipping bound, in robust standard deviations."""
+
+
+def default_encoder() -> RobustTabularEncoder:
+    """The encoder ``Network.fit(preprocess="auto")`` fits: robust scaling, clipping at 3, 16 bins."""
+    return RobustTabularEncoder(clip=CLIP, bins=BINS)
+
+
 def encoder_from_state(state: dict[str, Any]) -> TabularEncoder:
     """The encoder a state describes: a :class:`RobustTabularEncoder` or a ``TabularEncoder``."""
     if isinstance(state, dict) and state.get("type") == ROBUST:
