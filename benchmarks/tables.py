@@ -51,7 +51,8 @@ def _r(name: str, drop: tuple[str, ...] = ()) -> Callable[[], Any]:
 
 
 def _hourly(name: str) -> Callable[[], Any]:
-    """A ``vega_datasets`` table of hourly temperatures as hour, month, day of the year, weekday."""
+    """A ``vega_datasets`` table of hourly temperatures as hour, month and weekday (no day of the
+    year: with it, a random split makes the task interpolating between neighbouring hours)."""
 
     def load() -> Any:
         import pandas as pd
@@ -63,7 +64,6 @@ def _hourly(name: str) -> Callable[[], Any]:
             {
                 "hour": when.dt.hour,
                 "month": when.dt.month_name(),
-                "day": when.dt.dayofyear,
                 "weekday": when.dt.day_name(),
                 "temp": data["temp"],
             }

@@ -12,6 +12,7 @@ import xpnet as xn
 pd = pytest.importorskip("pandas")
 
 from xpnet.data import RobustTabularEncoder, TabularEncoder, encoder_from_state  # noqa: E402
+from xpnet.data.encoders import default_encoder  # noqa: E402
 from xpnet.train.recipe import regime  # noqa: E402
 
 TINY = xn.TabularRecipe(hidden=(8,), members=2, epochs=4, warmup=2, batch_size=16, small_table=40)
@@ -177,3 +178,15 @@ def test_tabular_model_refuses_what_it_cannot_learn(target, match):
     frame = _table().assign(kind="same")
     with pytest.raises(ValueError, match=match):
         xn.tabular_model(frame, target, verbose=0)
+
+
+def test_fit_on_a_dataframe_picks_the_robust_encoder_above_1000_rows():
+    assert type(default_encoder(1000)) is TabularEncoder
+    assert isinstance(default_encoder(1001), RobustTabularEncoder) and default_encoder(1001).bins == 16
+    frame = _table(1100).drop(columns=["kind"])
+    net = xn.Network([xn.Dense(1)], loss="mse", optimizer="adam", backend="numpy", seed=0)
+    net.fit(frame.drop(columns=["y"]), frame["y"], epochs=1, batch_size=256, verbose=0, preprocess="auto")
+    assert net.metadata["encoder"]["type"] == "robust"
+    assert net.in_features == len(
+        RobustTabularEncoder(bins=16).fit(frame.drop(columns=["y"])).feature_names_out
+    )

@@ -136,13 +136,14 @@ class _XPNetEstimator(BaseEstimator):
         """A DataFrame with text, categorical or boolean columns or gaps as encoded numbers.
 
         The first ``fit`` fits :func:`~xpnet.data.encoders.default_encoder` on
-        it (robust scaling, smooth clipping, quantile bins, one-hot), kept as
-        ``encoder_``; later calls encode with it. Other inputs pass unchanged.
+        it (above 1,000 rows robust scaling, smooth clipping, quantile bins;
+        one-hot), kept as ``encoder_``; later calls encode with it. Other
+        inputs pass unchanged.
         """
         if reset:
             self.__dict__.pop("encoder_", None)
             if is_dataframe(X) and (needs_encoding(X) or bool(X.isna().to_numpy().any())):
-                self.encoder_ = default_encoder().fit(X)
+                self.encoder_ = default_encoder(len(X)).fit(X)
         encoder = getattr(self, "encoder_", None)
         if encoder is None:
             return X
@@ -270,7 +271,7 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
         The class labels seen in ``fit``.
     network_ : Network
         The trained network.
-    encoder_ : RobustTabularEncoder
+    encoder_ : TabularEncoder or RobustTabularEncoder
         Only after ``fit`` on a DataFrame with text, categorical or boolean
         columns or gaps: how its columns become numbers (see
         :func:`xpnet.data.encoders.default_encoder`); ``predict`` then takes

@@ -129,8 +129,8 @@ class Trainer:
         preprocess : {None, "auto", "always"}
             ``"auto"``: a DataFrame with text, categorical, boolean columns or
             gaps is encoded by a fitted :func:`~xpnet.data.encoders.default_encoder`
-            (robust scaling, smooth clipping, quantile bins, one-hot;
-            ``"always"``: every DataFrame), and a regression target is
+            (above 1,000 rows robust scaling, smooth clipping, quantile bins;
+            one-hot; ``"always"``: every DataFrame), and a regression target is
             standardized, ``predict`` answering in its units. Both are saved
             with the network (see :mod:`xpnet.train.inputs`).
 

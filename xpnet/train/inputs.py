@@ -171,7 +171,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
     if is_dataframe(X) and "encoder" not in meta:
         gaps = bool(X.isna().to_numpy().any())
         if preprocess == "always" or gaps or needs_encoding(X):
-            meta["encoder"] = default_encoder().fit(X).get_state()
+            meta["encoder"] = default_encoder(len(X)).fit(X).get_state()
     if not net.loss.classification and y is not None and "target_scaling" not in meta:
         values = np.asarray(to_numpy(y) if not hasattr(y, "to_numpy") else y.to_numpy(), dtype=np.float64)
         weight = _row_weights(sample_weight, len(values))
