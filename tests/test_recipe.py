@@ -190,3 +190,10 @@ def test_fit_on_a_dataframe_picks_the_robust_encoder_above_1000_rows():
     assert net.in_features == len(
         RobustTabularEncoder(bins=16).fit(frame.drop(columns=["y"])).feature_names_out
     )
+
+
+def test_huber_trains_regression_on_the_huber_loss_and_reports_it_as_a_loss(capsys):
+    recipe = xn.TabularRecipe(**{**TINY.__dict__, "huber": 0.5})
+    net = xn.tabular_model(_table().drop(columns=["kind"]), "y", recipe=recipe, backend="numpy", verbose=1)
+    assert isinstance(net.loss, xn.Huber) and net.loss.delta == 0.5
+    assert "held-back loss" in capsys.readouterr().err

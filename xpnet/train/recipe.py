@@ -35,7 +35,7 @@ from ..data.datasets import train_test_split
 from ..data.encoders import RobustTabularEncoder
 from ..data.tabular import TargetEncoder, is_dataframe
 from ..nn.layers import Activation, Dense, Dropout, Layer
-from ..nn.losses import CategoricalCrossentropy, Loss
+from ..nn.losses import CategoricalCrossentropy, Huber, Loss
 from ..nn.residual import Residual
 from ..optim.optimizers import Adam, AdamW
 from ..optim.schedules import cosine_decay, warmup
@@ -68,6 +68,10 @@ class TabularRecipe:
         Dropout rate after each hidden layer.
     label_smoothing : float
         For classification (softmax outputs, two classes included).
+    huber : float or None
+        For regression: the Huber loss with this ``delta`` on the
+        standardized target (linear beyond ``delta`` standard deviations,
+        closer to the absolute error); None trains on the squared error.
     bins : int
         Quantile bins of each numeric column's piecewise-linear encoding.
     clip : float
@@ -88,6 +92,7 @@ class TabularRecipe:
     weight_decay: float = 0.0
     dropout: float = 0.15
     label_smoothing: float = 0.1
+    huber: float | None = None
     bins: int = 16
     clip: float = 3.0
     held_back: float = 0.1
@@ -210,9 +215,9 @@ def _head(targets: TargetEncoder, softmax_binary: bool = False) -> tuple[int, st
     return k, "softmax"
 
 
-def _loss(activation: str | None, label_smoothing: float = 0.0) -> str | Loss:
+def _loss(activation: str | None, label_smoothing: float = 0.0, huber: float | None = None) -> str | Loss:
     if activation is None:
-        return "mse"
+        return Huber(huber) if huber else "mse"
     if activation == "sigmoid":
         return "binary_crossentropy"
     return CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing else "cross_entropy"
@@ -314,7 +319,7 @@ def _ensemble(
     seeds = [int(s) for s in np.random.default_rng(seed).integers(0, 2**31 - 1, size=recipe.members)]
     shape = "x".join(str(h) for h in recipe.hidden)
     what = f"{recipe.members} networks of {shape} ReLU, {recipe.epochs} epochs each"
-    bar = _Bar(verbose, recipe.members, recipe.epochs, targets, what)
+    bar = _Bar(verbose, recipe.members, recipe.epochs, targets, what, mse=not recipe.huber)
     members = []
     for member_seed in seeds:
         net = _member(recipe, targets, member_seed, options)
@@ -354,7 +359,11 @@ def _member(recipe: TabularRecipe, targets: TargetEncoder, seed: int, options: d
         layers.append(Activation(activation))
     optimizer = AdamW(recipe.learning_rate, weight_decay=recipe.weight_decay)
     return Network(
-        layers, loss=_loss(activation, recipe.label_smoothing), optimizer=optimizer, seed=seed, **options
+        layers,
+        loss=_loss(activation, recipe.label_smoothing, recipe.huber),
+        optimizer=optimizer,
+        seed=seed,
+        **options,
     )
 
 
@@ -365,9 +374,12 @@ class _Bar(Callback):
     and its held-back loss (an RMSE in the target's units for regression).
     """
 
-    def __init__(self, verbose: int, networks: int, epochs: int, targets: TargetEncoder, what: str) -> None:
+    def __init__(
+        self, verbose: int, networks: int, epochs: int, targets: TargetEncoder, what: str, mse: bool = True
+    ) -> None:
         self.verbose, self.networks, self.epochs = verbose, networks, epochs
-        self.scale = targets.scaling.get("scale", 1.0) if targets.task == "regression" else None
+        rmse = targets.task == "regression" and mse
+        self.scale = targets.scaling.get("scale", 1.0) if rmse else None
         self.done = 0
         tqdm = _tqdm_class(sys.stderr) if verbose else None
         self.bar = tqdm(total=networks * epochs, desc=what, unit="epoch", leave=False) if tqdm else None
