@@ -283,7 +283,7 @@ def large_baselines(frame: Any, target: str, seed: int) -> dict[str, float]:
     return scores
 
 
-def large_table(which: str, seeds: range, fast: bool = False) -> None:
+def large_table(which: str, seeds: range, fast: bool = False, only: list[str] | None = None) -> None:
     """Markdown table: ``xpnet train`` on the tables of 2,000-100,000 rows beside HistGradientBoosting,
     Ridge / LogisticRegression (and RealMLP-TD), with the CLI's time per run."""
     import os
@@ -298,6 +298,8 @@ def large_table(which: str, seeds: range, fast: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name, (load, target) in chosen.items():
+            if only and not any(part.lower() in name.lower() for part in only):
+                continue
             csv = folder / "table.csv"
             load().to_csv(csv, index=False)
             frame = encoded_frame(csv)
@@ -348,9 +350,10 @@ def main() -> None:
         "HistGradientBoosting and Ridge / LogisticRegression",
     )
     parser.add_argument("--fast", action="store_true", help="with --large: xpnet train --fast")
+    parser.add_argument("--only", nargs="*", help="with --large: the tables whose names contain one of these")
     args = parser.parse_args()
     if args.large:
-        large_table(args.large, range(args.first_seed, args.first_seed + args.seeds), args.fast)
+        large_table(args.large, range(args.first_seed, args.first_seed + args.seeds), args.fast, args.only)
         return
     if args.cli:
         cli_table(range(args.first_seed, args.first_seed + args.seeds))

@@ -92,7 +92,7 @@ class TabularRecipe:
     weight_decay: float = 0.0
     dropout: float = 0.15
     label_smoothing: float = 0.1
-    huber: float | None = None
+    huber: float | None = 0.1
     bins: int = 16
     clip: float = 3.0
     held_back: float = 0.1
