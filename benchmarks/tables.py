@@ -88,7 +88,7 @@ REPORT: dict[str, tuple[Callable[[], Any], str]] = {
     "Star (MAE)": (_r("Star"), "tmathssk"),
     "Default": (_islp("Default"), "default"),
     "Caravan": (_islp("Caravan"), "Purchase"),
-    "VerbAgg": (_r("VerbAgg"), "resp"),
+    "VerbAgg": (_r("VerbAgg", ("r2",)), "resp"),  # r2: the response made yes/no
 }
 """Held-out tables, only reported on (seeds 0-4)."""
 
