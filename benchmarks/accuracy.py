@@ -30,6 +30,7 @@ seeded 80/20 split of the same CSV file:
 
     python benchmarks/accuracy.py --large report --seeds 3                  # the held-out tables
     python benchmarks/accuracy.py --large choose --seeds 2 --first-seed 100  # the tables it was tuned on
+    python benchmarks/accuracy.py --large choose --first-seed 100 --seeds 1 --recipe '{"huber": null}'
 """
 
 from __future__ import annotations
@@ -283,7 +284,33 @@ def large_baselines(frame: Any, target: str, seed: int) -> dict[str, float]:
     return scores
 
 
-def large_table(which: str, seeds: range, fast: bool = False, only: list[str] | None = None) -> None:
+def recipe_run(csv: Path, seed: int, target: str, settings: dict[str, Any]) -> dict[str, float]:
+    """Held-out MAE or accuracy of ``xn.tabular_model`` with ``TabularRecipe(**settings)`` on the CLI's
+    split of ``csv`` (how the recipe's settings were chosen)."""
+    from xpnet.data import read_table
+
+    frame, _ = read_table(csv)
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    encoder = TargetEncoder().fit(frame[target])
+    regression = encoder.task == "regression"
+    y = frame[target].to_numpy(np.float64) if regression else encoder.transform(frame[target])
+    train, test, _, _ = xpnet_split(np.arange(len(y)), y, 0.2, seed=seed, stratify=not regression)
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    net = xn.tabular_model(frame.iloc[train], target, recipe=xn.TabularRecipe(**fields), seed=seed, verbose=0)
+    out = np.asarray(xn.to_numpy(net.predict(frame.iloc[test].drop(columns=[target]))), dtype=np.float64)
+    if regression:
+        return {"mae": float(np.mean(np.abs(out.ravel() - y[test])))}
+    labels = (out.ravel() > 0.5).astype(int) if out.shape[1] == 1 else out.argmax(axis=1)
+    return {"accuracy": float(np.mean(labels == y[test]))}
+
+
+def large_table(
+    which: str,
+    seeds: range,
+    fast: bool = False,
+    only: list[str] | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> None:
     """Markdown table: ``xpnet train`` on the tables of 2,000-100,000 rows beside HistGradientBoosting,
     Ridge / LogisticRegression (and RealMLP-TD), with the CLI's time per run."""
     import os
@@ -292,6 +319,7 @@ def large_table(which: str, seeds: range, fast: bool = False, only: list[str] | 
 
     chosen = tables.CHOOSE if which == "choose" else tables.REPORT
     label = "xpnet train --fast" if fast else "xpnet train"
+    label = f"TabularRecipe(**{json.dumps(recipe)})" if recipe is not None else label
     print(f"| table ({which}) | rows | {label} | HistGradientBoosting | Ridge / Logistic | ratio to best | "
           "RealMLP-TD | xpnet s |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -307,7 +335,10 @@ def large_table(which: str, seeds: range, fast: bool = False, only: list[str] | 
             ours, seconds, theirs = [], [], {}
             for seed in seeds:
                 start = time.perf_counter()
-                metrics = cli_run(csv, seed, folder, target, ["--fast"] if fast else [])
+                if recipe is None:
+                    metrics = cli_run(csv, seed, folder, target, ["--fast"] if fast else [])
+                else:
+                    metrics = recipe_run(csv, seed, target, recipe)
                 seconds.append(time.perf_counter() - start)
                 ours.append(metrics["mae"] if regression else metrics["accuracy"])
                 for key, value in large_baselines(frame, target, seed).items():
@@ -351,9 +382,16 @@ def main() -> None:
     )
     parser.add_argument("--fast", action="store_true", help="with --large: xpnet train --fast")
     parser.add_argument("--only", nargs="*", help="with --large: the tables whose names contain one of these")
+    parser.add_argument(
+        "--recipe",
+        type=json.loads,
+        help="with --large: xn.tabular_model with TabularRecipe(**JSON) instead of the CLI, e.g. "
+        """'{"huber": null}' (how the defaults were chosen)""",
+    )
     args = parser.parse_args()
     if args.large:
-        large_table(args.large, range(args.first_seed, args.first_seed + args.seeds), args.fast, args.only)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        large_table(args.large, seeds, args.fast, args.only, args.recipe)
         return
     if args.cli:
         cli_table(range(args.first_seed, args.first_seed + args.seeds))
