@@ -198,3 +198,20 @@ def test_huber_trains_regression_on_the_huber_loss_and_reports_it_as_a_loss(caps
     net = xn.tabular_model(_table().drop(columns=["kind"]), "y", recipe=recipe, backend="numpy", verbose=1)
     assert isinstance(net.loss, xn.Huber) and net.loss.delta == 0.5
     assert "held-back loss" in capsys.readouterr().err
+
+
+def test_blas_threads_limits_numpys_blas_inside_the_block_and_restores_it():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from xpnet.train.recipe import blas_threads
+
+    def counts():
+        return [pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"]
+
+    before = counts()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can see")
+    with blas_threads(1):
+        assert all(n == 1 for n in counts())
+    assert counts() == before
+    with blas_threads(None):
+        assert counts() == before

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +83,12 @@ class TabularRecipe:
         Share of the training rows each member keeps back to choose its epoch.
     small_table : int
         Up to this many rows, the 5-fold ensemble of small networks instead.
+    blas_threads : int or None
+        Threads of NumPy's BLAS while training (through ``threadpoolctl``,
+        where it is installed; None leaves the library's setting). These
+        matrices are too small to share: on the 2-core machine at load 4 a
+        10,000-row table trained in 38 s with one thread and in 5 min 19 s
+        with two (docs/accuracy.md).
     """
 
     hidden: tuple[int, ...] = (256, 256)
@@ -97,6 +105,7 @@ class TabularRecipe:
     clip: float = 3.0
     held_back: float = 0.1
     small_table: int = 1000
+    blas_threads: int | None = 1
 
 
 SMALL_HIDDEN = 100
@@ -182,12 +191,13 @@ def tabular_model(
     labels = _labels(targets, frame[target])
     options = {"backend": backend, "device": device, "dtype": dtype}
     kept = histories if histories is not None else []
-    if regime(len(labels), fast, recipe) == "single":
-        net = _single(features, labels, targets, seed, options, class_weight, verbose, kept)
-    elif regime(len(labels), fast, recipe) == "folds":
-        net = _folds(features, labels, targets, seed, options, class_weight, verbose, kept)
-    else:
-        net = _ensemble(recipe, features, labels, targets, seed, options, class_weight, verbose, kept)
+    with blas_threads(recipe.blas_threads):
+        if regime(len(labels), fast, recipe) == "single":
+            net = _single(features, labels, targets, seed, options, class_weight, verbose, kept)
+        elif regime(len(labels), fast, recipe) == "folds":
+            net = _folds(features, labels, targets, seed, options, class_weight, verbose, kept)
+        else:
+            net = _ensemble(recipe, features, labels, targets, seed, options, class_weight, verbose, kept)
     net.metadata.update({"target_name": str(target), "task": targets.task, "classes": targets.classes})
     return net
 
@@ -197,6 +207,21 @@ def regime(rows: int, fast: bool = False, recipe: TabularRecipe | None = None) -
     if fast:
         return "single"
     return "folds" if rows <= (recipe or TabularRecipe()).small_table else "ensemble"
+
+
+@contextmanager
+def blas_threads(count: int | None) -> Iterator[None]:
+    """Limit NumPy's BLAS to ``count`` threads inside the block (no-op for None or without threadpoolctl)."""
+    if count is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=count, user_api="blas"):
+        yield
 
 
 def _labels(targets: TargetEncoder, column: Any) -> np.ndarray:
