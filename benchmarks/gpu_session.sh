@@ -1,44 +1,71 @@
 #!/usr/bin/env bash
-# Issue 10's plan for one lent GPU, in as few device runs as the 10-minute limit allows.
-# From the project root on the GPU machine, with the pure-Python wheels installed
-# (see docs/gpu.md), logs written under $OUT (default ./gpu-logs):
+# The GPU checks of issues 19 and 20, for one lent GPU (15 minutes of device time a session, all runs
+# together): two device runs, each one command. From the project root on the GPU machine, after the
+# install line of docs/gpu.md; logs go under $OUT (default ./gpu-logs), at most 8 files.
 #
-#   bash benchmarks/gpu_session.sh tests    # device facts + the whole suite on cupy (~8 min cap)
-#   bash benchmarks/gpu_session.sh bench    # speed beside torch CUDA + a profile of one epoch
+#   bash benchmarks/gpu_session.sh smoke   # ~4 min: device facts, the fused runner's GPU tests,
+#                                          #   mnist and tiny speed, the first fit cold and warm
+#   bash benchmarks/gpu_session.sh full    # ~9 min: the whole suite on cupy, every speed config
+#                                          #   beside torch (eager, CUDA graph) and jax-scan, a profile
 #
 # Each phase keeps going past failures so one run brings back everything it can.
 set -u
-phase=${1:?"which phase: tests or bench"}
+phase=${1:?"which phase: smoke or full"}
 out=${OUT:-gpu-logs}
 mkdir -p "$out"
+export PYTHONUNBUFFERED=1
 
 device_facts() {
   nvidia-smi -L
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-  python3 -c "import cupy, torch, numpy, array_api_compat as c; print('cupy', cupy.__version__, \
-'cuda', cupy.cuda.runtime.runtimeGetVersion(), 'torch', torch.__version__, 'numpy', numpy.__version__, \
-'array-api-compat', c.__version__)"
+  python3 -c "import cupy, torch, jax, numpy, array_api_compat as c; print('cupy', cupy.__version__, \
+'cuda', cupy.cuda.runtime.runtimeGetVersion(), 'torch', torch.__version__, 'jax', jax.__version__, \
+jax.devices(), 'numpy', numpy.__version__, 'array-api-compat', c.__version__)"
+  python3 -c "from xpnet.engine import cublas; print('cublas', cublas.library())"
+}
+
+first_use() {
+  # xpnet train digits on cupy with CuPy's kernel cache empty, then warm (issue 19's "first use")
+  cold=$(mktemp -d)
+  for label in cold warm; do
+    start=$(date +%s%N)
+    CUPY_CACHE_DIR=$cold timeout 120 python3 -m xpnet train digits --backend cupy --quiet \
+      --out "$(mktemp -d)/m.safetensors" >/dev/null 2>&1
+    status=$?
+    echo "xpnet train digits --backend cupy, $label kernel cache: exit $status in" \
+      "$(( ($(date +%s%N) - start) / 1000000 )) ms"
+  done
+  timeout 120 python3 benchmarks/first_fit.py --backend cupy --repeats 2
 }
 
 case "$phase" in
-  tests)
-    device_facts 2>&1 | tee "$out/device.txt"
-    timeout 480 python3 -m pytest -q -p no:cacheprovider -rfE tests --backend cupy \
+  smoke)
+    device_facts >"$out/device.txt" 2>&1
+    timeout 150 python3 -m pytest -q -p no:cacheprovider -rfE -x tests/test_gpu_fused.py \
+      tests/test_fused.py --backend cupy >"$out/smoke.log" 2>&1
+    echo "fused tests exit $?" >>"$out/smoke.log"
+    timeout 120 python3 benchmarks/speed.py --backend cupy jax --configs mnist tiny --repeats 3 \
+      >>"$out/smoke.log" 2>&1
+    echo "speed exit $?" >>"$out/smoke.log"
+    first_use >"$out/first-use.log" 2>&1
+    tail -n 40 "$out/smoke.log"
+    cat "$out/first-use.log"
+    ;;
+  full)
+    device_facts >"$out/device.txt" 2>&1
+    timeout 330 python3 -m pytest -q -p no:cacheprovider -rfE -n 8 tests --backend cupy \
       --junitxml "$out/cupy-tests.xml" >"$out/cupy-tests.log" 2>&1
     echo "pytest exit $?" >>"$out/cupy-tests.log"
-    tail -n 60 "$out/cupy-tests.log"
-    ;;
-  bench)
-    timeout 360 python3 benchmarks/speed.py --backend cupy --configs mnist adam tiny wide gpu \
-      --repeats 5 >"$out/speed.log" 2>&1
+    timeout 180 python3 benchmarks/speed.py --backend cupy jax --configs mnist adam tiny wide gpu \
+      --repeats 3 >"$out/speed.log" 2>&1
     echo "speed exit $?" >>"$out/speed.log"
-    tail -n 30 "$out/speed.log"
-    timeout 120 python3 -m cProfile -s tottime examples/gpu.py --backend cupy --epochs 2 \
+    timeout 40 python3 -m cProfile -s tottime examples/gpu.py --backend cupy --epochs 2 \
       >"$out/profile.txt" 2>&1
-    head -n 45 "$out/profile.txt"
+    tail -n 25 "$out/cupy-tests.log"
+    grep -v '^{' "$out/speed.log" | tail -n 45
     ;;
   *)
-    echo "unknown phase '$phase': expected tests or bench" >&2
+    echo "unknown phase '$phase': expected smoke or full" >&2
     exit 2
     ;;
 esac

@@ -34,6 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The xpnet of this checkout, not an installed one (the script's folder comes first on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 FEATURES = 256
 CLASSES = 10
 

@@ -85,6 +85,38 @@ def test_monitoring_an_unlogged_metric_says_what_to_do(backend):
         _net(backend).fit(X, Y, epochs=1, callbacks=[xn.EarlyStopping()], verbose=0)
 
 
+@pytest.mark.parametrize(
+    "callback, message",
+    [
+        (
+            lambda p: xn.ModelCheckpoint(p / "m-{val_loss:.3f}.safetensors"),
+            r"path '.*m-\{val_loss:.3f\}.*' names \['val_loss'\]",
+        ),
+        (
+            lambda p: xn.ModelCheckpoint(p / "m.safetensors", save_best_only=True),
+            r"save_best_only=True\) monitors 'val_loss'",
+        ),
+        (lambda p: xn.EarlyStopping(patience=5), "EarlyStopping monitors 'val_loss'"),
+        (lambda p: xn.ReduceLROnPlateau(), "ReduceLROnPlateau monitors 'val_loss'"),
+    ],
+)
+def test_val_logs_without_validation_data_are_refused_before_training(backend, tmp_path, callback, message):
+    """``ModelCheckpoint("m-{val_loss}")`` without validation data raised only after epoch 1 had trained."""
+    net = _net(backend)
+    before = net.get_weights()
+    with pytest.raises(ValueError, match=message + ".*nothing was trained"):
+        net.fit(X, Y, epochs=3, callbacks=[xn.CSVLogger(tmp_path / "log.csv"), callback(tmp_path)], verbose=0)
+    assert net.epoch == 0 and not list(tmp_path.glob("m*"))
+    for got, want in zip(net.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+    net.fit(
+        X, Y, epochs=1, validation_split=0.25, callbacks=[callback(tmp_path)], verbose=0
+    )  # with validation
+    net.fit(
+        X, Y, epochs=1, callbacks=[Scripted([1.0, 0.5]), callback(tmp_path)], verbose=0
+    )  # a callback logs it
+
+
 def test_model_checkpoint_saves_the_best_only(backend, tmp_path):
     pytest.importorskip("safetensors")
     path = tmp_path / "best.safetensors"

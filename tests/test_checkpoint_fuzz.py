@@ -247,6 +247,7 @@ def test_crafted_files_raise_value_error_cheaply(crafted, tmp_path, backend):
         path.write_bytes(data)
         message = _refused_cheaply(path, backend)
         assert needle in message, f"{name}: {message}"
+        assert message.startswith(f"{path}"), f"{name}: the error does not name the file: {message}"
 
 
 def test_a_large_file_that_is_not_a_model_is_refused_without_reading_it(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
 
 import numpy as np
@@ -90,3 +91,65 @@ def test_safe_outputs_are_written_and_nothing_else_changes(folder, capsys):
     assert main(["predict", "model.safetensors", "data.csv", "--out", "new/p.csv"]) == 0
     assert (folder / "new" / "p.csv").read_text().startswith("prediction")
     assert _snapshot(folder) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX special files")
+@pytest.mark.parametrize("command", ["train", "predict"])
+def test_devices_and_fifos_as_outputs_are_refused_before_any_work(folder, capsys, command):
+    os.mkfifo(folder / "pipe")
+    start = ["train", "data.csv"] if command == "train" else ["predict", "model.safetensors", "data.csv"]
+    for out, kind in (("/dev/null", "a character device"), ("pipe", "a named pipe (FIFO)")):
+        err = _refused(
+            [*start, "--out", out, "--epochs", "1"] if command == "train" else [*start, "--out", out],
+            capsys,
+            folder,
+            f"--out {out} is {kind}",
+        )
+        assert "regular file" in err
+
+
+def test_a_full_disk_is_found_before_training(folder, capsys, monkeypatch):
+    import tempfile
+
+    real = tempfile.TemporaryFile
+
+    class Full:
+        def __init__(self, **options):
+            self.file = real(**options)
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", Full)
+    err = _refused(
+        ["train", "data.csv", "--out", "new.safetensors"], capsys, folder, "No space left on device"
+    )
+    assert "--out new.safetensors cannot be written" in err
+
+
+def test_a_disk_that_fills_during_training_is_named_in_the_error(folder, capsys, monkeypatch):
+    import xpnet.checkpoint as xio
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(xio.os, "replace", full)
+    capsys.readouterr()
+    assert (
+        main(["train", "data.csv", "--epochs", "1", "--hidden", "2", "--quiet", "--out", "new.safetensors"])
+        == 2
+    )
+    out, err = capsys.readouterr()
+    assert out.startswith("val_")  # trained, then the save failed
+    assert err.strip() == (
+        "xpnet: error: could not write new.safetensors: No space left on device "
+        "(any file there before is unchanged)"
+    )
+    assert not (folder / "new.safetensors").exists()
+    assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet.backend.compile import EpochPlan, padded_rows
-from xpnet.train import step
+from xpnet.engine import step
+from xpnet.engine.epochs import EpochPlan
+from xpnet.engine.jax_engine import padded_rows
 
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(45, 5))

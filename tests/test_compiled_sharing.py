@@ -1,4 +1,4 @@
-"""Networks of one structure share one compiled step and forward pass (JAX), and nothing else."""
+"""Networks of one structure share what their engine builds (runner, step, forward pass), and nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet.train import compiled
+from xpnet.engine import cache as compiled
 
 RNG = np.random.default_rng(5)
 X = RNG.normal(size=(90, 4))
@@ -29,17 +29,23 @@ def _trained(net, epochs=3):
 
 
 def _functions(net):
-    """The network's step runner and its compiled forward pass, as it uses them."""
+    """The network's epoch runner and its forward pass, as its engine keeps them."""
     net.predict(X[:5])
-    inference = [f for key, f in net._runners.items() if key[0] == "inference"]
-    return net._runner(), inference[0]
+    return net._runner(), net._engine().inference(net.layers)
 
 
-def test_equal_structures_share_functions_on_jax_and_train_as_if_alone(backend):
+def _kept(kind):
+    """What the process keeps of one kind (the cache's keys start with the kind)."""
+    return [value for key, value in compiled._entries.items() if key[0] == kind]
+
+
+def test_equal_structures_share_functions_and_train_as_if_alone(backend):
     first = _trained(_net(backend, seed=1))
     second = _trained(_net(backend, seed=2))
-    shared = backend.name == "jax"
-    assert all((a is b) == shared for a, b in zip(_functions(first), _functions(second)))
+    (runner_a, forward_a), (runner_b, forward_b) = _functions(first), _functions(second)
+    assert forward_a is forward_b
+    # CuPy's fused runner holds one network's flat buffers and recordings: one per network
+    assert (runner_a is runner_b) == (backend.name != "cupy")
 
     compiled.clear()  # the same network trained with freshly compiled functions
     alone = _trained(_net(backend, seed=2))
@@ -52,13 +58,11 @@ def test_equal_structures_share_functions_on_jax_and_train_as_if_alone(backend):
 def test_streamed_fits_share_their_compiled_step_and_train_as_if_alone(backend):
     batches = [(X[i : i + 16], LABELS[i : i + 16]) for i in range(0, len(X), 16)]
     first, second = _net(backend, seed=1), _net(backend, seed=2)
+    compiled.clear()
     for net in (first, second):
         net.fit(batches, epochs=2, verbose=0)
-    steps = [[f for key, f in net._runners.items() if key[0] == "stream"] for net in (first, second)]
-    if backend.name == "jax":
-        assert steps[0][0] is steps[1][0]
-    else:  # the other backends run the step eagerly: nothing compiled to keep
-        assert steps == [[], []]
+    # JAX compiles the step once for both; the other engines run it eagerly, so nothing is kept
+    assert len(_kept("step")) == (1 if backend.name == "jax" else 0)
     compiled.clear()
     alone = _net(backend, seed=2)
     alone.fit(batches, epochs=2, verbose=0)
@@ -72,7 +76,16 @@ def test_other_hyper_parameters_or_dtypes_get_their_own_functions(backend):
     single = _functions(_trained(_net(backend, dtype="float32")))
     assert base[0] is not decayed[0] and base[0] is not single[0]
     assert base[1] is not single[1]
-    assert (base[1] is decayed[1]) == (backend.name == "jax")  # the forward pass has no optimizer
+    assert base[1] is decayed[1]  # the forward pass has no optimizer
+
+
+def test_neither_the_learning_rate_nor_the_epoch_count_is_in_the_key(backend):
+    net = _net(backend)
+    net.fit(X, LABELS, epochs=2, batch_size=16, verbose=0)
+    runner = net._runner()
+    net.optimizer.learning_rate = 0.005
+    net.fit(X, LABELS, epochs=5, batch_size=16, verbose=0)
+    assert net._runner() is runner
 
 
 class MyDense(xn.Dense):
@@ -95,7 +108,7 @@ def test_shared_functions_keep_no_network_arrays_alive(backend):
     refs = [weakref.ref(a) for a in arrays]
     del net, arrays
     gc.collect()
-    assert backend.name != "jax" or compiled.size() > 0
+    assert compiled.size() > 0
     assert all(ref() is None for ref in refs)
 
 

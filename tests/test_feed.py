@@ -115,10 +115,17 @@ def test_a_one_shot_generator_serves_one_epoch_only(backend):
     X, y = data()
     one_shot = ((X[i : i + 8], y[i : i + 8]) for i in range(0, 37, 8))
     net = make_net(backend)
-    with pytest.raises(ValueError, match="exhausted after one epoch"):
-        net.fit(one_shot, epochs=2, verbose=0)
+    before = weights(net)
+    with pytest.raises(ValueError, match="X is a one-shot iterator .* one epoch, not 3"):
+        net.fit(one_shot, epochs=3, verbose=0)
+    assert net.epoch == 0 and all(np.array_equal(p, q) for p, q in zip(weights(net), before))
+    net.fit(one_shot, epochs=1, verbose=0)  # nothing was read: its one epoch is still there
+    assert net.epoch == 1
     with pytest.raises(ValueError, match="gave no batches this epoch"):
         net.fit(one_shot, epochs=1, verbose=0)
+    val = ((X[i : i + 8], y[i : i + 8]) for i in range(0, 37, 8))
+    with pytest.raises(ValueError, match="validation_data is a one-shot iterator"):
+        make_net(backend).fit(X, y, validation_data=val, epochs=2, verbose=0)
 
 
 def test_weight_zero_rows_change_nothing(backend):
@@ -207,3 +214,21 @@ def test_bad_batches_are_named(backend):
         net.fit([(X[:8], y[:8])], y[:8], epochs=1, verbose=0)
     with pytest.raises(ValueError, match="y is None"):
         net.fit(X, None, device_data=False, verbose=0)
+
+
+@pytest.mark.parametrize("kind", ["text", "numeric text", "objects", "complex"])
+def test_batches_are_checked_as_in_memory_data_is(backend, kind):
+    X, y = data()
+    bad = {
+        "text": X.astype(str),
+        "numeric text": np.char.mod("%.3f", X),
+        "objects": np.array([["a"] * 4] * 37, dtype=object),
+        "complex": X + 1j,
+    }[kind]
+    with pytest.raises(ValueError) as in_memory:
+        make_net(backend).fit(bad, y, epochs=1, verbose=0)
+    with pytest.raises(ValueError) as streamed:
+        make_net(backend).fit([(bad[:20], y[:20]), (bad[20:], y[20:])], epochs=1, verbose=0)
+    assert str(streamed.value) == f"batch 0: X_b{str(in_memory.value)[1:]}"
+    with pytest.raises(ValueError, match="^batch 0: X_b holds"):
+        make_net(backend).fit(ArraySource(bad, y), epochs=1, verbose=0)

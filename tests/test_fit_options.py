@@ -6,6 +6,8 @@ scikit-learn's metrics on the same predictions, and repeated rows for integer we
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -206,3 +208,78 @@ def test_a_batch_whose_rows_all_weigh_zero_changes_nothing(backend):
     assert np.all(np.isfinite(nets[0].history.history["loss"]))
     for got, want in zip(nets[0].get_weights(), nets[1].get_weights()):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("weight", [3e38, 1e-40, 1e-300], ids=["3e38", "1e-40", "1e-300"])
+@pytest.mark.parametrize("path", ["in memory", "streamed", "loss only"])
+def test_extreme_uniform_sample_weights_train_as_weight_one(backend, monkeypatch, path, weight):
+    """``sample_weight=np.full(n, 3e38)`` trained nothing (its float32 sum overflowed): it now trains
+    exactly as weight 1 does, in memory and streamed, and the loss alone (without the boundary's
+    division by the largest weight) is safe too."""
+    from xpnet.train import weighting
+
+    if path == "loss only":
+        if weight == 1e-300:
+            pytest.skip("1e-300 is 0 in float32: only the boundary's division keeps it")
+        if backend.name == "jax" and weight < np.finfo(np.float32).tiny:
+            pytest.skip("XLA flushes float32 subnormals to 0: only the boundary's division keeps them")
+        monkeypatch.setattr(weighting, "normalized", lambda w: w)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 3)), rng.integers(0, 3, 64)
+
+    def fit(w):
+        net = xn.Network(
+            [xn.Dense(3, "softmax", in_features=3)],
+            loss="cross_entropy",
+            optimizer=xn.SGD(0.1),
+            backend=backend,
+            seed=0,
+        )
+        if path == "streamed":
+            batches = [(X[i : i + 16], y[i : i + 16], np.full(16, w)) for i in range(0, 64, 16)]
+            history = net.fit(batches, epochs=2, verbose=0)
+        else:
+            history = net.fit(X, y, epochs=2, batch_size=16, sample_weight=np.full(64, w), verbose=0)
+        return history.history["loss"], net.get_weights()
+
+    (loss_one, w_one), (loss_big, w_big) = fit(1.0), fit(weight)
+    np.testing.assert_allclose(loss_big, loss_one, rtol=1e-6)
+    assert loss_big[0] > 0.5
+    for a, b in zip(w_big, w_one):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_class_weight_naming_labels_the_network_has_not_is_refused(backend, streamed):
+    """``class_weight={5: 2.0}`` on 0/1 labels was ignored silently."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 3))
+    cases = [
+        (
+            [xn.Dense(1, "sigmoid", in_features=3)],
+            "logloss",
+            (X[:, 0] > 0).astype(float),
+            {5: 2.0, 1: 3.0},
+            "[5]",
+            "0..1",
+        ),
+        (
+            [xn.Dense(3, "softmax", in_features=3)],
+            "cross_entropy",
+            rng.integers(0, 3, 32),
+            {3: 1.0, -1: 2.0},
+            "[-1, 3]",
+            "0..2",
+        ),
+    ]
+    for layers, loss, y, weights, named, labels in cases:
+        net = xn.Network(layers, loss=loss, backend=backend, seed=0)
+        data = ([(X[:16], y[:16]), (X[16:], y[16:])],) if streamed else (X, y)
+        with pytest.raises(
+            ValueError,
+            match=rf"class_weight names label\(s\) {re.escape(named)}, but the network's labels are {labels}",
+        ):
+            net.fit(*data, class_weight=weights, epochs=1, verbose=0)
+        assert net.epoch == 0
+        present = {k: v for k, v in weights.items() if k in (0, 1)}
+        net.fit(*data, class_weight=present, epochs=1, verbose=0)  # labels it has, present or not

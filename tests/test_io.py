@@ -168,3 +168,25 @@ def test_a_loss_and_its_options_survive_a_checkpoint(backend, tmp_path, loss):
     net.save(tmp_path / "net.safetensors")
     back = xn.load(tmp_path / "net.safetensors", backend=backend.name, device=backend.device)
     assert type(back.loss) is type(loss) and back.loss.get_config() == loss.get_config()
+
+
+@pytest.mark.parametrize("where", ["parameter", "optimizer state"])
+def test_save_refuses_nan_and_keeps_the_old_file(backend, tmp_path, where):
+    net = _net(backend)
+    net.fit(X, Y, epochs=1, batch_size=16, verbose=0)
+    path = tmp_path / "good.safetensors"
+    net.save(path)
+    before = path.read_bytes()
+    if where == "parameter":
+        net.layers[0].weight = np.full((4, 8), np.nan)
+        needle = "layers.0.weight"
+    else:
+        state = net.optimizer.state["2.bias"]
+        state["exp_avg"] = net.backend.asarray(np.full(3, np.inf), net.dtype)
+        needle = "optimizer.2.bias.exp_avg"
+    with pytest.raises(ValueError, match=rf"not saving .*good.safetensors: the network's {needle} hold NaN"):
+        net.save(path)
+    assert path.read_bytes() == before
+    net.save(path, allow_nonfinite=True)  # the explicit opt-in writes it
+    _, tensors = xio.read(path)
+    assert not np.isfinite(tensors[needle]).any()

@@ -290,3 +290,24 @@ def test_training_steps_with_new_losses_match_torch(backend, make, torch_loss, a
         opt.step()
     np.testing.assert_allclose(xn.to_numpy(net.layers[0].weight), w.detach().numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(xn.to_numpy(net.layers[0].bias), b.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in reduce:RuntimeWarning")  # NumPy's sum, handled
+@pytest.mark.parametrize("weight", [3e38, 1e-40], ids=["3e38", "1e-40"])
+@pytest.mark.parametrize(("case_id", "make", "pred", "target"), WEIGHTED_CASES, ids=CASE_IDS)
+def test_extreme_uniform_float32_weights_weigh_as_ones(backend, case_id, make, pred, target, weight):
+    """float32 weights of 3e38 overflow a float32 sum (the loss read 0 and nothing trained); the
+    loss divides them by the largest first, so any uniform weights weigh as weights of one."""
+
+    if backend.name == "jax" and weight < np.finfo(np.float32).tiny:
+        pytest.skip("XLA flushes float32 subnormals to 0 (fit divides weights by the largest first)")
+
+    def f32(a):
+        return backend.asarray(np.asarray(a, dtype=np.float32), "float32")
+
+    loss = make()
+    t = backend.asarray(target) if target.dtype.kind == "i" else f32(target)
+    plain = loss.value_and_gradient(f32(pred), t)
+    heavy = loss.value_and_gradient(f32(pred), t, sample_weight=f32(np.full(len(pred), weight)))
+    assert float(heavy[0]) == pytest.approx(float(plain[0]), rel=1e-6)
+    np.testing.assert_allclose(xn.to_numpy(heavy[1]), xn.to_numpy(plain[1]), rtol=1e-5, atol=1e-7)

@@ -1,4 +1,4 @@
-"""The fused NumPy loop (xpnet.backend.numpy_fused) equals the generic step, and runs where it should."""
+"""The fused NumPy loop (xpnet.engine.numpy_engine) equals the generic step, and runs where it should."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import xpnet as xn
-from xpnet.backend import numpy_fused
-from xpnet.backend.numpy_fused import NumpyFusedRunner
-from xpnet.train import callbacks, fusion
+from xpnet.engine import numpy_tally
+from xpnet.engine.numpy_engine import NumpyFusedRunner
+from xpnet.engine.plan import plan_of
+from xpnet.train import callbacks
 
 RNG = np.random.default_rng(21)
 X = RNG.normal(size=(45, 5))
@@ -122,13 +123,13 @@ def test_float32_fused_equals_the_generic_step_to_float32_rounding(fused_only):
     np.testing.assert_allclose(h_fast.history["loss"], h_plain.history["loss"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("tally_rows", [1, 100, numpy_fused._TALLY_ROWS], ids=["per-step", "flushed", "bulk"])
+@pytest.mark.parametrize("tally_rows", [1, 100, numpy_tally.TALLY_ROWS], ids=["per-step", "flushed", "bulk"])
 @pytest.mark.parametrize(
     "case", ["softmax-labels-dropout", "logits-onehot-smoothing", "sigmoid-binary-input-dropout"]
 )
 def test_accuracy_counted_per_step_or_in_bulk_is_the_generic_count(case, tally_rows, monkeypatch):
     # 100 rows of tally hold two epochs of 45: the counts are taken in two flushes and a last one
-    monkeypatch.setattr(numpy_fused, "_TALLY_ROWS", tally_rows)
+    monkeypatch.setattr(numpy_tally, "TALLY_ROWS", tally_rows)
     for shuffle in (True, False):
         fast, plain = _net(case, "sgd", None), _net(case, "sgd", False)
         options = {"epochs": 5, "batch_size": 8, "verbose": 0, "shuffle": shuffle, "sample_weight": WEIGHTS}
@@ -215,7 +216,7 @@ def test_what_the_loop_does_not_cover_runs_the_generic_step(case):
     net = xn.Network(
         layers, loss=loss, optimizer=xn.SGD(0.1, **clip), backend="numpy", dtype="float64", seed=0
     )
-    assert fusion.numpy_plan(net._model()) is None
+    assert plan_of(net._model()) is None
     y = LABELS if loss == "cross_entropy" else np.abs(REAL[:, :1]).repeat(3, axis=1) / 3
     net.fit(X, y, epochs=2, batch_size=8, verbose=0)  # the runner's generic step
     assert isinstance(net._runner(), NumpyFusedRunner) and net._runner().plan is None
@@ -236,7 +237,7 @@ def test_the_benchmarked_networks_take_the_fused_loop_with_sgd_folded():
         backend="numpy",
     )
     for net in (mnist, tiny):
-        plan = fusion.numpy_plan(net._model())
+        plan = plan_of(net._model())
         assert plan is not None and plan.update is None and plan.from_logits
 
 

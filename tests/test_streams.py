@@ -4,6 +4,10 @@ copied whole; one-shot iterators are refused on a second epoch; the prefetch thr
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import subprocess
+import sys
 import threading
 import tracemalloc
 
@@ -413,3 +417,108 @@ def test_every_source_meets_the_protocol(tmp_path, npy_files, parquet):
     X, y, _ = table()
     for source in (ArraySource(X, y), from_npy(*npy_files), IterableSource(pairs()), ParquetSource(parquet)):
         assert isinstance(source, streams.BatchSource)
+
+
+# -- a memmap whose file is cut under it (issue 22, defect 4) -------------------------------------
+
+TRUNCATE_SCRIPT = """
+import os, sys
+import numpy as np
+import xpnet as xn
+path, when, backend, device = sys.argv[1:5]
+X = np.load(path, mmap_mode="r")
+y = np.zeros(len(X))
+net = xn.Network([xn.Dense(1, in_features=X.shape[1])], backend=backend, device=device or None, seed=0)
+
+class Cut(xn.Callback):
+    def on_epoch_end(self, net, epoch, logs):
+        os.truncate(path, 4096)
+
+try:
+    if when == "before fit":
+        os.truncate(path, 4096)
+        net.fit(X, y, epochs=1, batch_size=256, verbose=0)
+    elif when == "between epochs":
+        net.fit(X, y, epochs=3, batch_size=256, verbose=0, callbacks=[Cut()], shuffle=True)
+    else:
+        os.truncate(path, 4096)
+        net.predict(X)
+except ValueError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "truncate"), reason="POSIX truncate")
+@pytest.mark.parametrize("when", ["before fit", "between epochs", "before predict"])
+def test_a_memmap_truncated_under_fit_is_a_value_error_naming_the_file(tmp_path, backend, when):
+    """Reading past the end of a cut file used to kill the process with SIGBUS (exit 135)."""
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones((40_000, 8)))
+    device = re.sub(r"^.*Device\('(.*)'\)$", r"\1", str(backend.device))
+    done = subprocess.run(
+        [sys.executable, "-c", TRUNCATE_SCRIPT, str(path), when, backend.name, device],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 3, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith(f"X: the file {path} behind this memmap now has 4096 bytes, but the array")
+    assert "truncated while in use" in done.stdout
+
+
+def test_a_source_checks_its_files_before_each_batch(tmp_path):
+    X, y, w = table(4000, 4)
+    for name, a in (("x", X), ("y", y), ("w", w)):
+        np.save(tmp_path / f"{name}.npy", a)
+    source = from_npy(tmp_path / "x.npy", tmp_path / "y.npy", tmp_path / "w.npy", block_rows=1000)
+    for rng in (None, np.random.default_rng(0)):
+        batches = source.batches(100, rng)
+        next(batches)
+        os.truncate(tmp_path / "w.npy", 1000)
+        with pytest.raises(
+            ValueError, match=r"^sample_weight: the file .*w\.npy behind this memmap now has 1000"
+        ):
+            next(batches)
+        np.save(tmp_path / "new.npy", w)
+        os.replace(tmp_path / "new.npy", tmp_path / "w.npy")  # a new file: the old mapping sees the cut one
+        with pytest.raises(ValueError, match="sample_weight: the file"):
+            ArraySource(source.X, source.y, source.sample_weight)
+        source = from_npy(tmp_path / "x.npy", tmp_path / "y.npy", tmp_path / "w.npy", block_rows=1000)
+    view = source.X[100:200]  # views of a memmap map the same file
+    os.truncate(tmp_path / "x.npy", 2000)
+    with pytest.raises(ValueError, match="X: the file"):
+        ArraySource(view)
+
+
+def _mapped_rss(path) -> int:
+    """Bytes of ``path``'s memory mappings resident in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5 and ":" in parts[3]:  # a mapping's header line
+                inside = len(parts) >= 6 and parts[5] == str(path)
+            elif inside and parts[0] == "Rss:":
+                total += int(parts[1]) * 1024
+    return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux /proc")
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("batch_size", [1000, 4096])
+def test_a_memmap_epoch_keeps_about_one_block_resident(tmp_path, batch_size, shuffle):
+    """Batches that straddle two blocks read the first again after its pages were let go, and a
+    read maps back the whole page-cache folio around it (fault-around), into neighbouring blocks
+    too: an epoch left most of the file resident, 1.2 GB for a 1.2 GB file. Pages now go once the
+    last batch of a block is gathered, with a margin for the folios around it."""
+    path = tmp_path / "x.npy"
+    block = 4096 * 256 * 4  # 4 MiB of rows
+    np.save(path, np.ones((16 * 4096 + 1000, 256), dtype=np.float32))  # 68 MiB, a short last block
+    source = ArraySource(np.load(path, mmap_mode="r"), block_rows=4096)
+    peak = 0
+    for b in source.batches(batch_size, np.random.default_rng(0) if shuffle else None):
+        float(np.asarray(b.x).sum())  # read the rows, as the copy to the device does
+        peak = max(peak, _mapped_rss(path))
+    assert peak < 2.5 * block, f"{peak / 2**20:.0f} MiB of the 68 MiB file resident"
+    assert _mapped_rss(path) < 2**20  # and let go at the end

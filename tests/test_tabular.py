@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,94 @@ def test_dataframe_columns_are_matched_by_name(backend):
         net.predict(frame[["a", "c"]])
     with pytest.raises(ValueError, match="preprocess must be"):
         net.fit(frame, y, preprocess="yes")
+
+
+# -- silent reinterpretations (issue 22, defect 6 and rough edges) ---------------------------------
+
+from xpnet.data.tabular import EncodingNote  # noqa: E402
+
+
+def _flags(rows=60):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=rows)
+    flag = rng.random(rows) > 0.5
+    return pd.DataFrame({"x": x, "flag": flag}), (x + 2 * flag > 1).astype(int)
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        {True: 1, False: 0},
+        {True: "yes", False: "no"},
+        {True: "TRUE", False: "FALSE"},
+        {True: "y", False: "N"},
+    ],
+    ids=["1/0", "yes/no", "TRUE/FALSE", "y/N"],
+)
+def test_a_boolean_column_takes_any_spelling_of_truth_at_predict(backend, spelling):
+    """A column trained as True/False and given as 1/0 or yes/no was taken as all unseen."""
+    frame, y = _flags()
+    net = xn.Network(
+        [xn.Dense(1, "sigmoid")], loss="logloss", optimizer=xn.Adam(0.05), backend=backend, seed=0
+    )
+    net.fit(frame, y, epochs=20, verbose=0, preprocess="auto")
+    expected = xn.to_numpy(net.predict(frame))
+    respelled = frame.assign(flag=frame["flag"].map(spelling))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EncodingNote)  # and no note: nothing was unseen
+        np.testing.assert_array_equal(xn.to_numpy(net.predict(respelled)), expected)
+
+
+def test_text_truth_values_take_booleans_too():
+    frame = pd.DataFrame({"answer": ["yes", "no", "yes"]})
+    encoder = TabularEncoder().fit(frame)
+    np.testing.assert_array_equal(
+        encoder.transform(pd.DataFrame({"answer": [True, False, 1]})), encoder.transform(frame)
+    )
+
+
+def _notes(action):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EncodingNote)
+        result = action()
+    return result, [str(w.message) for w in caught if issubclass(w.category, EncodingNote)]
+
+
+def test_the_encoder_says_what_it_reinterprets_in_one_line_each():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "code": [f"c{i}" for i in rng.integers(0, 5000, 2000)],
+            "dose": [str(v) if i % 2 else "unknown" for i, v in enumerate(rng.integers(0, 9, 2000))],
+            "x": np.where(np.arange(2000) == 7, np.inf, rng.normal(size=2000)),
+            "town": rng.choice(["a", "b"], 2000),
+        }
+    )
+    encoder, notes = _notes(lambda: TabularEncoder().fit(frame))
+    assert len(notes) == 3
+    assert (
+        notes[0].startswith("column 'code' has 1,") and "the 100 most frequent are its categories" in notes[0]
+    )
+    assert notes[1].startswith("column 'dose' holds numbers in 1,000 of 2,000 rows and text in the others")
+    assert notes[2] == "column 'x' holds 1 infinite value(s), taken as missing in training"
+    new = frame.head(10).assign(town=["z"] * 9 + ["a"], x=[np.inf] + [np.nan] * 9)
+    _, notes = _notes(lambda: encoder.transform(new))
+    assert "column 'x' holds 1 infinite value(s), replaced by the training median" in notes
+    assert not [n for n in notes if n.startswith("column 'code'")]  # its cut was said once, in fit
+    unseen = "column 'town': 9 of 10 values were not seen in training (e.g. ['z']) and encode as unseen"
+    assert f"{unseen} (all zeros)" in notes
+    quiet = frame.drop(columns=["code", "dose"]).assign(x=rng.normal(size=2000))
+    _, notes = _notes(
+        lambda: TabularEncoder().fit(quiet).transform(quiet.head(5).assign(x=[np.nan, 1, 2, 3, 4]))
+    )
+    assert notes == [
+        "column 'x' has 1 missing value(s), which it had none of in training: replaced by the training median"
+    ]
+
+
+def test_duplicate_header_names_are_said(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,b,a,a,y\n1,2,3,4,0\n2,3,4,5,1\n")
+    frame, notes = read_table(path)
+    assert list(frame.columns) == ["a", "b", "a.1", "a.2", "y"]
+    assert notes == ["the header of dup.csv names 3 columns 'a': they are read as 'a', 'a.1', 'a.2'"]

@@ -119,6 +119,9 @@ def _keep_old_module_paths() -> None:
         "network": "train.network",
         "progress": "train.progress",
         "kernels": "backend.numpy_kernels",
+        "train.step": "engine.step",
+        "train.compiled": "engine.cache",
+        "train.fusion": "engine.plan",
     }
     for old, new in moved.items():
         sys.modules.setdefault(f"{__name__}.{old}", importlib.import_module(f"{__name__}.{new}"))

@@ -121,12 +121,22 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         else:
             os.replace(temporary, target)
         _sync_folder(target.parent)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(temporary):
             os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from exc
         raise
     finally:
         os.close(handle)  # releases the lock
+
+
+def _naming(exc: OSError, path: str | Path) -> OSError:
+    """``exc`` said for ``path`` ("could not write m.safetensors: No space left on device"), same errno."""
+    reason = exc.strerror or str(exc)
+    named = OSError(f"could not write {path}: {reason} (any file there before is unchanged)")
+    named.errno = exc.errno  # no strerror or filename: str() would become "[Errno 28] ..." again
+    return named
 
 
 def _temporary_prefix(target: Path) -> str:
@@ -303,6 +313,39 @@ def _tensor_entry(name: str, entry: Any, path: Path) -> tuple[str, tuple[int, ..
     return dtype, tuple(shape), (offsets[0], offsets[1])
 
 
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _regular_file(path: Path) -> None:
+    """FileNotFoundError when nothing is at ``path``; ValueError saying what it is when not a file.
+
+    Checked with ``stat`` before opening: opening a FIFO would wait for a
+    writer, and a device such as ``/dev/zero`` never ends.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(
+                f"no model file at {path}: it is a symlink to {os.readlink(path)}, which does not exist"
+            ) from None
+        raise FileNotFoundError(f"no model file at {path}") from None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read as a model file: {exc.strerror}") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    real = os.path.realpath(path)
+    via = f" (a symlink to {real})" if real != os.path.abspath(path) else ""
+    raise ValueError(f"{path}{via} is {kind}, not a model file")
+
+
 def read(
     path: str | Path,
     *,
@@ -327,18 +370,21 @@ def read(
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is corrupt, truncated, oversized or not an xpnet model.
+        If the file is corrupt, truncated, oversized or not an xpnet model
+        (a directory, a FIFO or a device included); the message names ``path``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file at {path}")
+    _regular_file(path)
     with open(path, "rb") as stream:
         file_size = os.fstat(stream.fileno()).st_size
         if max_bytes is not None and file_size > max_bytes:
             raise ValueError(f"{path} is {file_size} bytes, over the limit of {max_bytes}")
         meta, specs, offsets = _header(stream, path, file_size)
         if check is not None:
-            check(meta, specs)
+            try:
+                check(meta, specs)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
         tensors = {}
         for name, (dtype, shape) in specs.items():
             array = np.empty(shape, dtype=DTYPES[dtype])

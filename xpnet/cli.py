@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import cli_stream
 from .backend import BackendUnavailableError, describe_backends, get_backend, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
 from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
+from .data.encoders import encoder_from_state
+from .data.tabular import EncodingNote
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
 from .nn.residual import Residual
@@ -55,6 +60,8 @@ SMALL_TABLE = 1000
 """Training rows up to which the default is the k-fold ensemble (a held-back tenth: <= 100 rows)."""
 WEIGHT_DECAYS = (0.0, 0.01, 0.1)
 """Weight decays a k-fold ensemble chooses among by default (by the mean held-back loss)."""
+CLI_METADATA = ("feature_names", "task", "classes", "target_name")
+"""Metadata entries ``xpnet train`` writes and ``evaluate`` and ``predict`` read (checked at load)."""
 
 
 class UserError(Exception):
@@ -150,6 +157,8 @@ def _target(frame: Any, name: str | None, task: str, source: str) -> tuple[Any, 
 
 def cmd_train(args: argparse.Namespace) -> int:
     check_outputs({"--out": args.out, "--plot": args.plot}, [args.data])
+    if cli_stream.streams(args.data):  # too big to read whole
+        return cli_stream.train(args, sys.modules[__name__])
     frame, default_target = _table(args.data, args)
     settings = _settings(args)
     _hidden(settings["hidden"])
@@ -488,16 +497,21 @@ class _EpochLines(Callback):
 def _metrics(net: Network, X: Any, y: np.ndarray) -> dict[str, float]:
     """Loss and accuracy for classification; RMSE and MAE in the target's own units for regression."""
     if net._classification:
-        return net.evaluate(X, y)
-    pred = to_numpy(net.predict(X)).ravel().astype(np.float64)
+        with np.errstate(all="ignore"):
+            metrics = net.evaluate(X, y)
+        if not all(np.isfinite(v) for v in metrics.values()):
+            _predicted(net, X, proba=True)  # names the rows whose predictions are not finite
+        return metrics
+    pred = _predicted(net, X, proba=False).ravel()
     error = pred - np.asarray(y, dtype=np.float64)
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
 
 def _model(path: str, args: argparse.Namespace) -> Network:
     net = load(path, backend=args.backend, device=args.device)
-    if "feature_names" not in net.metadata or "task" not in net.metadata:
-        raise UserError(f"{path} was not trained by the xpnet command (it has no feature names)")
+    missing = [key for key in CLI_METADATA if net.metadata.get(key) is None]
+    if missing:
+        raise UserError(f"{path} was not trained by the xpnet command (it has no {', '.join(missing)})")
     return net
 
 
@@ -536,7 +550,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     table, _ = _table(args.data, args)
     index = table.index
     if meta["task"] == "classification":
-        prob = to_numpy(net.predict_proba(table)).astype(np.float64)
+        prob = _predicted(net, table, proba=True)
         if prob.shape[1] == 1:
             prob = np.hstack([1.0 - prob, prob])
         classes = meta["classes"]
@@ -544,7 +558,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for i, label in enumerate(classes):
             frame[f"p_{label}"] = prob[:, i]
     else:
-        frame = pd.DataFrame({"prediction": to_numpy(net.predict(table)).ravel()}, index=index)
+        frame = pd.DataFrame({"prediction": _predicted(net, table, proba=False).ravel()}, index=index)
     text = io.StringIO()
     frame.to_csv(text, index=not isinstance(index, pd.RangeIndex), float_format="%.6g")
     if args.out:
@@ -553,6 +567,37 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text.getvalue())
     return 0
+
+
+def _predicted(net: Network, table: Any, proba: bool) -> np.ndarray:
+    """The network's outputs for ``table`` as float64, or a UserError naming the rows that are not
+    finite and why (no numpy warnings on the way)."""
+    with np.errstate(all="ignore"):
+        out = to_numpy(net.predict_proba(table) if proba else net.predict(table)).astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(out).reshape(len(out), -1).all(axis=1))
+    if bad.size == 0:
+        return out
+    rows = ", ".join(str(int(i) + 1) for i in bad[:5]) + (", ..." if bad.size > 5 else "")
+    raise UserError(
+        f"the predictions for {bad.size} of {len(out)} rows (data rows {rows}) are not finite: "
+        f"{_overflow(net, table.iloc[bad])}"
+    )
+
+
+def _overflow(net: Network, rows: Any) -> str:
+    """Why a finite model gives rows non-finite outputs: the encoded feature farthest from training."""
+    why = f"the network's {net.dtype} arithmetic overflowed"
+    state = net.metadata.get("encoder")
+    if state is None:
+        return why
+    encoder = encoder_from_state(state)
+    encoded = np.abs(encoder.transform(rows))
+    column = int(np.argmax(encoded.max(axis=0)))
+    return (
+        f"{why} on their feature {encoder.feature_names_out[column]!r}, "
+        f"{encoded[:, column].max():.3g} standard deviations from its training mean; "
+        "remove or rescale such values, or train with --dtype float64"
+    )
 
 
 def cmd_backends(args: argparse.Namespace) -> int:
@@ -735,12 +780,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _notes() -> Iterator[None]:
+    """Show the encoder's notes (:class:`~xpnet.data.tabular.EncodingNote`) as ``note:`` lines on
+    standard error, each once; other warnings as Python shows them."""
+    seen: set[str] = set()
+    show = warnings.showwarning
+
+    def shown(message: Any, category: Any, *where: Any, **options: Any) -> None:
+        if not issubclass(category, EncodingNote):
+            show(message, category, *where, **options)
+        elif str(message) not in seen:
+            seen.add(str(message))
+            print(f"note: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", EncodingNote)
+        warnings.showwarning = shown
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 user error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.run(args))
+        with _notes():
+            return int(args.run(args))
     except (
         UserError,
         ValueError,

@@ -9,9 +9,13 @@ training never ends in a traceback.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+
+PROBE_BYTES = 64 * 1024
+"""Bytes written (and removed) where each output goes, so a full disk is found before the work."""
 
 
 class OutputPathError(ValueError):
@@ -38,6 +42,7 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[str]) -> None
         target = Path(path)
         if target.is_dir():
             raise OutputPathError(f"{option} {path} is a directory; give a file name inside it")
+        _check_regular(option, path)
         for source in sources:
             if _same_file(target, Path(source)):
                 raise OutputPathError(f"{option} {path} is the input {source}; writing it would destroy it")
@@ -46,6 +51,28 @@ def check_outputs(outputs: dict[str, str | None], inputs: Iterable[str]) -> None
             raise OutputPathError(f"{option} {path} is also {seen[real]}; give each output its own file")
         seen[real] = option
         _check_writable(option, path, target)
+
+
+_SPECIAL = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(option: str, path: str) -> None:
+    """Refuse an existing output that is not a regular file (``/dev/null``, a FIFO): outputs are
+    written to a temporary file and renamed over the path, which such a file cannot take."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    kind = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
+    raise OutputPathError(
+        f"{option} {path} is {kind}; give a regular file's name (xpnet writes a whole file and renames it)"
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -64,7 +91,10 @@ def _check_writable(option: str, path: str, target: Path) -> None:
         raise OutputPathError(f"{option} {path} cannot be written: {existing} is a file, not a folder")
     if target.exists() and not os.access(target, os.W_OK):
         raise OutputPathError(f"{option} {path} is read-only")
-    try:  # the only sure test: create (and at once remove) a file there
-        tempfile.TemporaryFile(dir=existing).close()
+    try:  # the only sure test: create (and at once remove) a file there, with some bytes in it
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(bytes(PROBE_BYTES))
+            probe.flush()
+            os.fsync(probe.fileno())
     except OSError as exc:
         raise OutputPathError(f"{option} {path} cannot be written in {existing}: {exc.strerror}") from None

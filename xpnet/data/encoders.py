@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from . import labels
 from .tabular import MAX_CATEGORIES, TabularEncoder
 
 ROBUST = "robust"
@@ -96,13 +97,33 @@ class RobustTabularEncoder(TabularEncoder):
     def feature_names_out(self) -> list[str]:
         names: list[str] = []
         for c in self.columns:
+            name = labels.shown(c["name"])
             if c["kind"] == "numeric":
-                names.append(c["name"])
-                names += [f"{c['name']}:bin{t + 1}" for t in range(max(len(c["edges"]) - 1, 0))]
-                names += [f"{c['name']}_missing"] if c["indicator"] else []
+                names.append(name)
+                names += [f"{name}:bin{t + 1}" for t in range(_bins(c))]
+                names += [f"{name}_missing"] if c["indicator"] else []
             else:
-                names += [f"{c['name']}={v}" for v in c["categories"]]
+                names += [f"{name}={v}" for v in c["categories"]]
         return names
+
+    @property
+    def width(self) -> int:
+        """How many features :meth:`transform` makes (``len(feature_names_out)``, counted)."""
+        return sum(_width(c) for c in self.columns)
+
+    def beyond(self, encoded: np.ndarray, top: float) -> list[tuple[Any, float]]:
+        """The input columns whose features in ``encoded`` are not finite or exceed ``top`` in
+        magnitude, each with its largest magnitude (as :meth:`TabularEncoder.beyond`)."""
+        with np.errstate(invalid="ignore"):
+            worst = np.where(np.isfinite(encoded), np.abs(encoded), np.inf).max(axis=0, initial=0.0)
+        found, start = [], 0
+        for c in self.columns:
+            stop = start + _width(c)
+            big = float(worst[start:stop].max(initial=0.0))
+            if big > top:
+                found.append((c["name"], big))
+            start = stop
+        return found
 
     def _transform_column(self, spec: dict[str, Any], column: Any) -> np.ndarray:
         encoded = super()._transform_column(spec, column)
@@ -129,13 +150,36 @@ class RobustTabularEncoder(TabularEncoder):
         base = TabularEncoder.from_state(state)
         try:
             encoder = cls(base.max_categories, state["clip"], int(state["bins"]))
-            numeric = [c for c in base.columns if c["kind"] == "numeric"]
-            if any(not isinstance(c["edges"], list) for c in numeric):
-                raise TypeError("numeric columns need a list of edges")
         except (KeyError, TypeError) as exc:
             raise ValueError(f"not a RobustTabularEncoder state: {exc!r}") from exc
+        for c in base.columns:
+            if c["kind"] == "numeric" and not _increasing(c.get("edges")):
+                raise ValueError(
+                    f"not a RobustTabularEncoder state: column {labels.shown(c['name'])!r} needs "
+                    "'edges', an increasing list of finite numbers (or an empty one)"
+                )
         encoder.columns = base.columns
         return encoder
+
+
+def _bins(spec: dict[str, Any]) -> int:
+    return max(len(spec["edges"]) - 1, 0)
+
+
+def _width(spec: dict[str, Any]) -> int:
+    """Features a column encodes into: ``z``, its bins and its missing indicator, or its categories."""
+    if spec["kind"] == "numeric":
+        return 1 + _bins(spec) + int(spec["indicator"])
+    return len(spec["categories"])
+
+
+def _increasing(edges: Any) -> bool:
+    if not isinstance(edges, list) or any(
+        isinstance(e, bool) or not isinstance(e, (int, float)) for e in edges
+    ):
+        return False
+    values = np.asarray(edges, dtype=np.float64)
+    return bool(np.all(np.isfinite(values)) and np.all(np.diff(values) > 0))
 
 
 def _edges(finite: np.ndarray, bins: int) -> list[float]:

@@ -43,6 +43,7 @@ one block resident (benchmarks/memmap.py).
 
 from __future__ import annotations
 
+import mmap
 import os
 import queue
 import threading
@@ -53,6 +54,8 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from ..backend import Backend, to_numpy
+from .csvfiles import exact_floats
+from .tabular import is_dataframe
 
 DEFAULT_BLOCK_BYTES = 32 * 2**20
 """Bytes of rows a shuffled memmap reads at a time when ``block_rows`` is not given."""
@@ -171,11 +174,28 @@ class ArraySource:
         self.sample_weight = None if sample_weight is None else _host_rows(sample_weight, "sample_weight", n)
         if self.sample_weight is not None and self.sample_weight.ndim != 1:
             raise ValueError(f"sample_weight must be 1-D (rows,), got shape {self.sample_weight.shape}")
+        self._mapped = [(a, name) for a, name in self._arrays() if _mapped_size(a) is not None]
+        self.check_files()
         if block_rows is None:
             on_disk = isinstance(self.X, np.memmap)
             row_bytes = max(1, self.X.strides[0] if on_disk else 1)
             block_rows = max(1, DEFAULT_BLOCK_BYTES // row_bytes) if on_disk else max(1, n)
         self.block_rows = _check_batch_size(block_rows)
+
+    def _arrays(self) -> list[tuple[Any, str]]:
+        named = (("X", self.X), ("y", self.y), ("sample_weight", self.sample_weight))
+        return [(a, name) for name, a in named if a is not None]
+
+    def check_files(self) -> None:
+        """ValueError naming the file behind a memmap that is now shorter than the array.
+
+        Reading a page of a memmap past its file's end kills the process with
+        SIGBUS, which no ``except`` catches; so the file's size (``fstat`` of
+        the mapped file) is compared with the mapping before every batch is
+        read. A file cut between this check and the read can still do it.
+        """
+        for a, name in self._mapped:
+            _check_mapped(a, name)
 
     @property
     def n_rows(self) -> int:
@@ -194,9 +214,11 @@ class ArraySource:
         if rng is None:
             return self._in_order(arrays, batch_size)
         bounds = [(i, min(i + self.block_rows, n)) for i in range(0, n, self.block_rows)]
-        indices = (Batch(index) for index in self._released(_block_order(n, bounds, rng), bounds))
-        # Rows are gathered batch by batch, so no more than one batch is ever copied.
-        return (_gather(arrays, b.x) for b in _rebatch(indices, batch_size))
+        return self._shuffled(arrays, batch_size, _block_order(n, bounds, rng))
+
+    def _gather(self, arrays: Batch, index: np.ndarray) -> Batch:
+        self.check_files()
+        return _gather(arrays, index)
 
     def _in_order(self, arrays: Batch, batch_size: int) -> Iterator[Batch]:
         done = 0
@@ -204,19 +226,71 @@ class ArraySource:
             if i - done >= self.block_rows:
                 _release_rows(self.X, done, i)
                 done = i
+            self.check_files()
             yield _rows(arrays, slice(i, i + batch_size))
         _release_rows(self.X, done, self.n_rows)
 
-    def _released(self, blocks: Iterator[Any], bounds: Sequence[tuple[int, int]]) -> Iterator[Any]:
-        """Each block's row indices; a memmap's pages of the block before are let go on the way."""
-        last = None
-        for index in blocks:
-            if last is not None:
-                _release_rows(self.X, *last)
-            last = (int(index.min()), int(index.max()) + 1) if len(index) else None
-            yield index
-        if last is not None:
-            _release_rows(self.X, *last)
+    def _shuffled(self, arrays: Batch, batch_size: int, blocks: Iterator[np.ndarray]) -> Iterator[Batch]:
+        """Batches gathered from the blocks' row indices; a memmap's pages of a block are let go
+        once the last batch holding any of its rows is gathered.
+
+        Not when the next block starts: a batch that straddles two blocks would read the first
+        one's rows again after its release, and the kernel maps back tens of kB around each of
+        them (fault-around), which left most of every block resident (1.2 GB for a 1.2 GB file).
+        """
+        served: list[tuple[int, int, int]] = []  # (first row, row after the last, rows up to its end)
+
+        def tracked() -> Iterator[Batch]:
+            offset = 0
+            for index in blocks:
+                offset += len(index)
+                if len(index):
+                    served.append((int(index.min()), int(index.max()) + 1, offset))
+                yield Batch(index)
+
+        gathered = 0
+        # Rows are gathered batch by batch, so no more than one batch is ever copied.
+        for b in _rebatch(tracked(), batch_size):
+            batch = self._gather(arrays, b.x)
+            gathered += len(b.x)
+            while served and served[0][2] <= gathered:
+                _release_rows(self.X, *served.pop(0)[:2])
+            yield batch
+        for start, stop, _ in served:
+            _release_rows(self.X, start, stop)
+
+
+def _mapped_size(a: Any) -> tuple[Any, int] | None:
+    """A file-backed memmap's mapping and the file size it needs, or None for other arrays."""
+    mapping = getattr(a, "_mmap", None) if isinstance(a, np.memmap) else None
+    if mapping is None or not hasattr(mapping, "size"):
+        return None
+    start = int(a.offset) - int(a.offset) % mmap.ALLOCATIONGRANULARITY
+    return mapping, start + len(mapping)
+
+
+def _check_mapped(a: Any, name: str) -> None:
+    """ValueError when the file behind memmap ``a`` is shorter than its mapping (see
+    :meth:`ArraySource.check_files`); nothing for other arrays."""
+    found = _mapped_size(a)
+    if found is None:
+        return
+    mapping, needed = found
+    try:
+        size = mapping.size()  # fstat of the mapped file itself, even if it was renamed
+    except (OSError, ValueError):  # a closed mapping: numpy's own error comes on use
+        return
+    if size < needed:
+        raise ValueError(
+            f"{name}: the file {a.filename} behind this memmap now has {size} bytes, but the array "
+            f"needs {needed}: it was truncated while in use (reading it would kill the process "
+            "with SIGBUS); restore the file, or load it again"
+        )
+
+
+def check_mapped(a: Any, name: str) -> None:
+    """Public form of the memmap file check, for arrays read outside an :class:`ArraySource`."""
+    _check_mapped(a, name)
 
 
 def _release_rows(X: np.ndarray, start: int, stop: int) -> None:
@@ -228,18 +302,25 @@ def _release_rows(X: np.ndarray, start: int, stop: int) -> None:
     resident. The data stay valid (the pages come back from the page cache or
     the file when read again); copy-on-write maps (mode ``"c"``), whose pages
     may hold private changes, and non-contiguous views are left alone.
+
+    The range is widened by :data:`SPILL_BYTES` on each side (within ``X``):
+    a read maps back the page cache's whole folio around it (fault-around;
+    folios of up to 2 MiB on recent kernels), so reading one block also maps
+    pages of its neighbours, which their own release may have let go before.
     """
     madvise = _madvise()
     if madvise is None or not isinstance(X, np.memmap) or X.mode == "c" or not X.flags.c_contiguous:
         return
-    page = _PAGE
-    first = X.ctypes.data + start * X.strides[0]
-    last = X.ctypes.data + stop * X.strides[0]
+    page, base = _PAGE, X.ctypes.data
+    first = max(base, base + start * X.strides[0] - SPILL_BYTES)
+    last = min(base + X.nbytes, base + stop * X.strides[0] + SPILL_BYTES)
     begin, end = -(-first // page) * page, last // page * page
     if end > begin:
         madvise(begin, end - begin, _MADV_DONTNEED)
 
 
+SPILL_BYTES = 2 * 2**20
+"""Bytes let go beyond each end of a memmap block's rows (see :func:`_release_rows`)."""
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _MADV_DONTNEED = 4  # Linux
 
@@ -351,6 +432,14 @@ class IterableSource:
         except TypeError:
             return None
 
+    def check_epochs(self, epochs: int, what: str = "X") -> None:
+        """ValueError, before any is read, when a one-shot iterator is asked for several epochs."""
+        if self._one_shot and self._epochs + epochs > 1:
+            raise ValueError(
+                f"{what} is a one-shot iterator (a generator can be iterated only once), which gives "
+                f"one epoch, not {self._epochs + epochs}; {_REITERABLE}"
+            )
+
     def batches(
         self, batch_size: int | None = None, rng: np.random.Generator | None = None
     ) -> Iterator[Batch]:
@@ -358,12 +447,23 @@ class IterableSource:
         if self._one_shot and self._epochs > 0:
             raise ValueError(
                 "this iterator of batches is exhausted after one epoch (a generator can be iterated "
-                "only once); pass a list, a re-iterable such as a torch DataLoader, or a function "
-                "returning a fresh iterator, e.g. lambda: make_batches()"
+                f"only once); {_REITERABLE}"
             )
         self._epochs += 1
         items = self.source() if callable(self.source) else iter(self.source)
         return (_as_batch(item, i) for i, item in enumerate(items))
+
+
+_REITERABLE = (
+    "pass a list, a re-iterable such as a torch DataLoader, or a function returning a fresh iterator, "
+    "e.g. lambda: make_batches()"
+)
+
+
+def check_epochs(source: Any, epochs: int, what: str = "X") -> None:
+    """Refuse, before training, more epochs than ``source`` can give (a one-shot iterator: one)."""
+    if isinstance(source, IterableSource):
+        source.check_epochs(epochs, what)
 
 
 def _as_batch(item: Any, index: int) -> Batch:
@@ -528,7 +628,7 @@ class CSVSource(_TableSource):
         import pandas as pd
 
         seen = 0
-        options = {"usecols": self._wanted, "chunksize": self.chunk_rows, **self._options}
+        options = {"usecols": self._wanted, "chunksize": self.chunk_rows, **exact_floats(), **self._options}
         with pd.read_csv(self.path, **options) as reader:
             for frame in reader:
                 chunk = self._from_frame({c: frame[c].to_numpy() for c in self._wanted})
@@ -537,36 +637,56 @@ class CSVSource(_TableSource):
         self._rows = seen
 
 
+KINDS = ("source", "batches", "memmap", "frame", "rows")
+"""What :func:`kind_of` tells inputs apart as."""
+
+
+def kind_of(X: Any) -> str:
+    """What ``X`` is, as every consumer of data asks it (one of :data:`KINDS`).
+
+    ``"source"``: a :class:`BatchSource`; ``"batches"``: an iterator, a
+    function, or an iterable that is not an array (a list counts when it
+    holds tuples of arrays); ``"memmap"``: a NumPy memmap; ``"frame"``: a
+    DataFrame; ``"rows"``: anything else (arrays of any backend, nested lists
+    of numbers, a pandas Series).
+    """
+    if isinstance(X, np.memmap):
+        return "memmap"
+    if isinstance(X, np.ndarray):  # before the protocol check, which is slow
+        return "rows"
+    if isinstance(X, BatchSource):
+        return "source"
+    if is_dataframe(X):
+        return "frame"
+    if hasattr(X, "__array_namespace__"):
+        return "rows"
+    if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
+        return "rows"
+    if isinstance(X, (list, tuple)):
+        first = X[0] if X else None
+        batches = isinstance(first, (tuple, list)) and bool(first) and hasattr(first[0], "ndim")
+        return "batches" if batches else "rows"
+    return "batches" if callable(X) or isinstance(X, Iterable) else "rows"
+
+
 def as_source(X: Any, y: Any = None, sample_weight: Any = None) -> BatchSource:
     """``X`` (with ``y`` and ``sample_weight``) as a :class:`BatchSource`.
 
-    A source is returned as it is; iterators, functions returning one, and
-    iterables that are not arrays (a list counts when its items are tuples of
-    arrays) become an :class:`IterableSource`; everything else (arrays, memmaps,
-    DataFrames, nested lists of numbers) an :class:`ArraySource`.
+    A source is returned as it is; batches (:func:`kind_of`) become an
+    :class:`IterableSource`; everything else (arrays, memmaps, DataFrames,
+    nested lists of numbers) an :class:`ArraySource`.
     """
-    if isinstance(X, BatchSource):
+    kind = kind_of(X)
+    if kind == "source":
         extra = [n for n, v in (("y", y), ("sample_weight", sample_weight)) if v is not None]
         if extra:
             raise ValueError(f"{extra} must be left out when X is a batch source: the source gives them")
-        return X
-    if _looks_like_batches(X):
+        return X  # type: ignore[no-any-return]
+    if kind == "batches":
         if y is not None or sample_weight is not None:
             raise ValueError("y and sample_weight must be left out when X is an iterable of batches")
         return IterableSource(X)
     return ArraySource(X, y, sample_weight)
-
-
-def _looks_like_batches(X: Any) -> bool:
-    """Iterators, functions and iterables other than arrays; a list counts when it holds array tuples."""
-    if isinstance(X, np.ndarray) or hasattr(X, "__array_namespace__") or hasattr(X, "columns"):
-        return False
-    if hasattr(X, "shape") and hasattr(X, "dtype"):  # arrays without the protocol: torch tensors, Series
-        return False
-    if isinstance(X, (list, tuple)):
-        first = X[0] if X else None
-        return isinstance(first, (tuple, list)) and bool(first) and hasattr(first[0], "ndim")
-    return callable(X) or isinstance(X, Iterable)
 
 
 # -- background preparation ----------------------------------------------------------------------
@@ -680,67 +800,11 @@ def device_converter(backend: Backend, dtype: str) -> Callable[[Batch], Batch]:
     """A function moving a host :class:`Batch` to ``backend``: features and weights in ``dtype``,
     integer targets kept integer (class labels), other targets in ``dtype``.
 
-    On CuPy the copy goes through pinned host memory on a separate CUDA stream,
-    so that it overlaps the step running on the default stream when called
-    from a :class:`Prefetcher`.
+    The backend's engine makes it (:meth:`~xpnet.engine.eager.EagerEngine.converter`):
+    on CuPy the copy goes through pinned host memory on a separate CUDA
+    stream, so that it overlaps the step running on the default stream when
+    called from a :class:`Prefetcher`.
     """
-    backend.dtype(dtype)
-    if backend.name == "cupy":
-        return _CupyConverter(backend, dtype)
+    from ..engine import engine_for
 
-    def convert(batch: Batch) -> Batch:
-        return Batch(*(_convert(backend.asarray, a, dtype, i) for i, a in enumerate(batch)))
-
-    return convert
-
-
-def _convert(to_device: Callable[..., Any], a: Any, dtype: str, position: int) -> Any:
-    if a is None:
-        return None
-    keep = position == 1 and np.asarray(a).dtype.kind in "biu"
-    return to_device(np.asarray(a) if keep else np.asarray(a, dtype=dtype))
-
-
-class _CupyConverter:
-    """Host batch -> CuPy batch through reused pinned buffers and an asynchronous copy.
-
-    Not exercised on the CPU-only CI; the GPU session (docs/gpu.md) runs the
-    stream tests on CuPy.
-    """
-
-    def __init__(self, backend: Backend, dtype: str) -> None:
-        self.backend = backend
-        self.dtype = dtype
-        self._pinned: dict[int, np.ndarray] = {}
-        self._stream: Any = None
-
-    def __call__(self, batch: Batch) -> Batch:
-        import cupy
-
-        # The device is thread-local in CUDA: enter it in whichever thread converts.
-        with self.backend.device:
-            if self._stream is None:
-                self._stream = cupy.cuda.Stream(non_blocking=True)
-            out = [self._copy(i, a) for i, a in enumerate(batch)]
-            # The step runs on another stream: wait for this copy only, in this thread.
-            self._stream.synchronize()
-        return Batch(*out)
-
-    def _copy(self, slot: int, a: Any) -> Any:
-        import cupy
-        import cupyx
-
-        if a is None:
-            return None
-        host = np.asarray(a)
-        if not (slot == 1 and host.dtype.kind in "biu"):
-            host = host.astype(self.dtype, copy=False)
-        pinned = self._pinned.get(slot)
-        if pinned is None or pinned.nbytes < host.nbytes:
-            pinned = cupyx.empty_pinned((max(host.nbytes, 1),), dtype=np.uint8)
-            self._pinned[slot] = pinned
-        staged = pinned[: host.nbytes].view(host.dtype).reshape(host.shape)
-        np.copyto(staged, host)
-        device = cupy.empty(host.shape, dtype=host.dtype)
-        device.set(staged, stream=self._stream)
-        return device
+    return engine_for(backend).converter(dtype)

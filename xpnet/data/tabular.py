@@ -15,9 +15,12 @@ Everything here runs on the host in NumPy and pandas.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
+
+from . import labels
 
 TASKS = ("classification", "regression")
 CLASS_LIMIT = 20
@@ -80,27 +83,30 @@ class TabularEncoder:
         return bool(self.columns)
 
     @property
-    def names(self) -> list[str]:
-        """The input column names, in the order the encoder was fitted on."""
+    def names(self) -> list[Any]:
+        """The input column labels (JSON form, see :mod:`xpnet.data.labels`), in fitted order."""
         return [c["name"] for c in self.columns]
 
     def fit(self, frame: Any) -> TabularEncoder:
         """Learn medians, scales and categories from the training DataFrame ``frame``."""
         if not is_dataframe(frame) or frame.shape[1] == 0 or frame.shape[0] == 0:
             raise ValueError("TabularEncoder.fit needs a DataFrame with at least one row and one column")
-        self.columns = [self._fit_column(str(name), frame[name]) for name in frame.columns]
+        names = labels.stored(frame.columns)
+        self.columns = [self._fit_column(name, frame.iloc[:, i]) for i, name in enumerate(names)]
         return self
 
-    def _fit_column(self, name: str, column: Any) -> dict[str, Any]:
+    def _fit_column(self, name: Any, column: Any) -> dict[str, Any]:
         if not is_numeric_kind(column.dtype):
             counts = column.dropna().map(_key).value_counts(sort=False)
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+            _note_categories(name, column, ranked, self.max_categories)
             return {
                 "name": name,
                 "kind": "categorical",
                 "categories": sorted(key for key, _ in ranked[: self.max_categories]),
             }
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        _note_infinite(name, values, "taken as missing in training")
         finite = values[np.isfinite(values)]
         median = float(np.median(finite)) if finite.size else 0.0
         filled = np.where(np.isfinite(values), values, median)
@@ -118,10 +124,11 @@ class TabularEncoder:
     def feature_names_out(self) -> list[str]:
         names: list[str] = []
         for c in self.columns:
+            name = labels.shown(c["name"])
             if c["kind"] == "numeric":
-                names += [c["name"], f"{c['name']}_missing"] if c["indicator"] else [c["name"]]
+                names += [name, f"{name}_missing"] if c["indicator"] else [name]
             else:
-                names += [f"{c['name']}={v}" for v in c["categories"]]
+                names += [f"{name}={v}" for v in c["categories"]]
         return names
 
     def transform(self, frame: Any) -> np.ndarray:
@@ -135,24 +142,46 @@ class TabularEncoder:
         """
         if not self.fitted:
             raise ValueError("the encoder is not fitted: call fit first")
-        check_columns(frame, self.names)
-        parts = [self._transform_column(c, frame[c["name"]]) for c in self.columns]
+        where = labels.positions(frame, self.names)
+        parts = [self._transform_column(c, frame.iloc[:, i]) for c, i in zip(self.columns, where)]
         return np.concatenate(parts, axis=1) if parts else np.zeros((len(frame), 0))
 
     def _transform_column(self, spec: dict[str, Any], column: Any) -> np.ndarray:
         if spec["kind"] == "categorical":
-            keys = column.map(lambda v: None if _missing(v) else _key(v)).to_numpy()
+            keys = column.map(_category_key(spec["categories"])).to_numpy()
             cats = np.asarray(spec["categories"], dtype=object)
-            return (keys[:, None] == cats[None, :]).astype(np.float64)
+            encoded = (keys[:, None] == cats[None, :]).astype(np.float64)
+            if len(cats) < self.max_categories:  # a column cut to its most frequent was noted in fit
+                _note_unseen(spec["name"], column, keys, encoded)
+            return encoded
         try:
             values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         except (TypeError, ValueError):
-            raise ValueError(f"column {spec['name']!r} was numeric in training but holds text here") from None
+            raise ValueError(
+                f"column {labels.restored(spec['name'])!r} was numeric in training but holds text here"
+            ) from None
+        _note_infinite(spec["name"], values, "replaced by the training median")
+        if not spec["indicator"]:
+            _note_missing(spec["name"], values)
         gaps = ~np.isfinite(values)
         standard = (np.where(gaps, spec["median"], values) - spec["mean"]) / spec["scale"]
         if spec["indicator"]:
             return np.column_stack([standard, gaps.astype(np.float64)])
         return standard[:, None]
+
+    def beyond(self, encoded: np.ndarray, top: float) -> list[tuple[Any, float]]:
+        """The input columns whose features in ``encoded`` are not finite or exceed ``top`` in
+        magnitude, each with its largest magnitude (for a dtype's range, after :meth:`transform`)."""
+        with np.errstate(invalid="ignore"):
+            worst = np.where(np.isfinite(encoded), np.abs(encoded), np.inf).max(axis=0, initial=0.0)
+        found, start = [], 0
+        for c in self.columns:
+            stop = start + _WIDTHS[c["kind"]](c)
+            big = float(worst[start:stop].max(initial=0.0))
+            if big > top:
+                found.append((c["name"], big))
+            start = stop
+        return found
 
     def fit_transform(self, frame: Any) -> np.ndarray:
         """:meth:`fit` then :meth:`transform` on the same DataFrame."""
@@ -162,30 +191,211 @@ class TabularEncoder:
         """The fitted state as a JSON-able dict (see :meth:`from_state`)."""
         return {"max_categories": self.max_categories, "columns": self.columns}
 
+    @property
+    def width(self) -> int:
+        """How many features :meth:`transform` makes (``len(feature_names_out)``, counted)."""
+        return sum(_WIDTHS[c["kind"]](c) for c in self.columns)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TabularEncoder:
-        """An encoder rebuilt from :meth:`get_state`'s output."""
+        """An encoder rebuilt from :meth:`get_state`'s output, every entry checked.
+
+        Raises
+        ------
+        ValueError
+            Naming the first entry that is missing or of the wrong type, a
+            duplicated column, a scale that is not a finite number of normal
+            size, or repeated categories: a state that ``transform`` could not
+            use as written.
+        """
+        state = _entries(state, {"max_categories": int, "columns": list}, "the encoder")
+        if state["max_categories"] < 1:
+            raise ValueError(f"the encoder's max_categories is {state['max_categories']}; expected >= 1")
+        encoder = cls(state["max_categories"])
+        encoder.columns = [_column_state(c, i) for i, c in enumerate(state["columns"])]
+        if not encoder.columns:
+            raise ValueError("the encoder has no columns")
         try:
-            encoder = cls(int(state["max_categories"]))
-            encoder.columns = [dict(c) for c in state["columns"]]
-            kinds = {c["kind"] for c in encoder.columns}
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"not a TabularEncoder state: {exc!r}") from exc
-        if not kinds <= {"numeric", "categorical"}:
-            raise ValueError(f"not a TabularEncoder state: unknown column kinds {sorted(kinds)}")
+            labels.stored([labels.restored(name) for name in encoder.names])
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"the encoder's column names {encoder.names[:5]} are repeated or not labels"
+            ) from None
+        wide = [c["name"] for c in encoder.columns if len(c.get("categories", ())) > encoder.max_categories]
+        if wide:
+            raise ValueError(
+                f"the encoder's columns {wide[:5]} list more categories than its max_categories "
+                f"({encoder.max_categories})"
+            )
         return encoder
+
+
+_TYPES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), bool: (bool,), list: (list,)}
+
+
+def _entries(state: Any, wanted: dict[str, Any], what: str) -> dict[str, Any]:
+    """``state`` when it is a JSON object holding ``wanted``'s keys with values of their types."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} is {type(state).__name__}; expected a JSON object")
+    for name, kind in wanted.items():
+        value = state.get(name)
+        bad_bool = isinstance(value, bool) and kind is not bool
+        if name not in state or bad_bool or not isinstance(value, _TYPES[kind]):
+            got = "missing" if name not in state else f"{value!r}"[:40]
+            raise ValueError(f"{what}'s {name!r} is {got}; expected {kind.__name__}")
+    return state
+
+
+def _finite(value: float, what: str, scale: bool = False) -> None:
+    tiny = float(np.finfo(np.float64).tiny)
+    if not np.isfinite(value) or (scale and abs(value) < tiny):
+        size = "a finite number of normal size (|scale| >= 2.2e-308)" if scale else "a finite number"
+        raise ValueError(f"{what} is {value!r}; expected {size}")
+
+
+def _numeric_state(spec: dict[str, Any], what: str) -> None:
+    _entries(spec, {"median": float, "mean": float, "scale": float, "indicator": bool}, what)
+    for name in ("median", "mean", "scale"):
+        _finite(spec[name], f"{what}'s {name!r}", scale=name == "scale")
+    # Fitted on data, the median lies within one standard deviation of the mean (to rounding).
+    slack = 1e-9 * (abs(spec["scale"]) + abs(spec["mean"]))
+    if abs(spec["median"] - spec["mean"]) > abs(spec["scale"]) + slack:
+        raise ValueError(
+            f"{what}'s median {spec['median']!r} is more than its scale {spec['scale']!r} from its "
+            f"mean {spec['mean']!r}, which no fitted column gives"
+        )
+
+
+def _categorical_state(spec: dict[str, Any], what: str) -> None:
+    categories = _entries(spec, {"categories": list}, what)["categories"]
+    if not all(isinstance(c, str) for c in categories):
+        raise ValueError(f"{what}'s categories must be text")
+    if len(set(categories)) != len(categories):
+        raise ValueError(f"{what} lists a category more than once")
+
+
+_STATE_CHECKS = {"numeric": _numeric_state, "categorical": _categorical_state}
+"""Each column kind's check of its fitted state (see :meth:`TabularEncoder.from_state`)."""
+_WIDTHS = {
+    "numeric": lambda spec: 1 + int(spec["indicator"]),
+    "categorical": lambda spec: len(spec["categories"]),
+}
+"""How many features each column kind encodes into."""
+
+
+def _column_state(spec: Any, index: int) -> dict[str, Any]:
+    what = f"the encoder's column {index}"
+    spec = _entries(spec, {}, what)
+    if "name" not in spec:
+        raise ValueError(f"{what} has no 'name'")
+    kind = spec.get("kind")
+    check = _STATE_CHECKS.get(kind) if isinstance(kind, str) else None
+    if check is None:
+        raise ValueError(f"{what} has kind {kind!r}; expected one of {sorted(_STATE_CHECKS)}")
+    check(spec, f"{what} ({labels.shown(spec['name'])!r})")
+    return dict(spec)
+
+
+class EncodingNote(UserWarning):
+    """Something the encoder did with the data that its user should hear of, in one line: a
+    column read as categories although half of it is numbers, categories cut to the most
+    frequent, values not seen in training, infinite or missing values replaced."""
+
+
+def _note(text: str) -> None:
+    warnings.warn(text, EncodingNote, stacklevel=4)
+
+
+_TRUE = {"true", "t", "yes", "y", "on", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "off", "0", "0.0"}
+
+
+def _boolean(value: Any) -> bool | None:
+    """``value`` as a truth value when it spells one (True, 1, "yes", "TRUE", ...), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return bool(value) if value in (0, 1) else None
+    text = str(value).strip().lower()
+    return True if text in _TRUE else False if text in _FALSE else None
+
+
+def _category_key(categories: list[str]) -> Any:
+    """A value's category key; for a column of truth values (``True``/``False``, ``yes``/``no``),
+    any spelling of one maps to the category that spells it in training."""
+    truths = {_boolean(c): c for c in categories}
+    boolean = None not in truths and len(truths) == len(categories)
+    known = set(categories)
+
+    def key(value: Any) -> str | None:
+        if _missing(value):
+            return None
+        k = _key(value)
+        if boolean and k not in known:
+            return truths.get(_boolean(value), k)
+        return k
+
+    return key
+
+
+def _note_categories(name: Any, column: Any, ranked: list[tuple[str, int]], limit: int) -> None:
+    """Notes for a text column: categories beyond ``limit`` dropped; numbers read as categories."""
+    shown = repr(labels.restored(name))
+    if len(ranked) > limit:
+        dropped = sum(count for _, count in ranked[limit:])
+        _note(
+            f"column {shown} has {len(ranked):,} distinct values: the {limit} most frequent are its "
+            f"categories, the other {len(ranked) - limit:,} ({dropped:,} rows) encode as unseen (all zeros)"
+        )
+    present = column.dropna()
+    texts = present[present.map(lambda v: isinstance(v, str))]
+    if len(texts) < len(present) or not len(texts):
+        return
+    import pandas as pd
+
+    numbers = int(pd.to_numeric(texts, errors="coerce").notna().sum())
+    if numbers >= 0.2 * len(texts):
+        _note(
+            f"column {shown} holds numbers in {numbers:,} of {len(texts):,} rows and text in the others: "
+            "it is encoded as categories, each number its own; if the text means missing, say so "
+            "(na_values, --na-values)"
+        )
+
+
+def _note_infinite(name: Any, values: np.ndarray, what: str) -> None:
+    count = int(np.isinf(values).sum())
+    if count:
+        _note(f"column {labels.restored(name)!r} holds {count:,} infinite value(s), {what}")
+
+
+def _note_missing(name: Any, values: np.ndarray) -> None:
+    count = int(np.isnan(values).sum())
+    if count:
+        _note(
+            f"column {labels.restored(name)!r} has {count:,} missing value(s), which it had none of in "
+            "training: replaced by the training median"
+        )
+
+
+def _note_unseen(name: Any, column: Any, keys: np.ndarray, encoded: np.ndarray) -> None:
+    present = keys != None  # noqa: E711 (elementwise on an object array)
+    unseen = present & ~encoded.any(axis=1)
+    count, total = int(unseen.sum()), int(present.sum())
+    if total and count > total / 2:
+        examples = sorted({str(v) for v in column[unseen].head(1000)})[:3]
+        _note(
+            f"column {labels.restored(name)!r}: {count:,} of {total:,} values were not seen in training "
+            f"(e.g. {examples}) and encode as unseen (all zeros)"
+        )
 
 
 def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, (float, np.floating)) and not np.isfinite(value))
 
 
-def check_columns(frame: Any, names: list[str], what: str = "the model") -> None:
-    """ValueError naming every column of ``names`` that ``frame`` lacks."""
-    have = {str(c) for c in frame.columns}
-    missing = [n for n in names if n not in have]
-    if missing:
-        raise ValueError(f"the data lacks {what}'s feature column(s) {missing}")
+def check_columns(frame: Any, names: list[Any], what: str = "the model") -> None:
+    """ValueError naming every column of ``names`` that ``frame`` lacks (or has twice)."""
+    labels.positions(frame, names, what)
 
 
 def needs_encoding(frame: Any) -> bool:

@@ -5,7 +5,7 @@ A layer object holds its configuration and, between steps, its arrays
 and every result goes out, so one layer object can serve a training step
 and any number of concurrent predictions. All arrays are ``(batch, features)``.
 
-The pure protocol (what ``Network`` and :mod:`xpnet.train.step` use)
+The pure protocol (what ``Network`` and :mod:`xpnet.engine.step` use)
 --------------------------------------------------------------------
 ``apply(params, state, x, *, training, noise, xp) -> (y, cache, new_state)``
     The output for input ``x``; ``cache`` is what :meth:`~Layer.vjp` needs

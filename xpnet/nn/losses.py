@@ -38,6 +38,9 @@ def element_scale(y: Array, w: Array | None, per_sample: int, xp: Any) -> Array 
     loss is ``sum(w_i * l_i) / sum(w_i)`` with ``l_i`` the row's sum of terms
     divided by ``per_sample``. The gradient of the loss is the elementwise
     derivative times the same factor. When every weight is 0 the factor is 0.
+    When the weights' sum overflows the dtype (uniform weights of 3e38 in
+    float32), they are first divided by the largest, which changes nothing
+    else: they weigh as weights of 1 would.
     """
     n = int(y.shape[0])
     if w is None:
@@ -45,10 +48,17 @@ def element_scale(y: Array, w: Array | None, per_sample: int, xp: Any) -> Array 
     if w.ndim != 1 or int(w.shape[0]) != n:
         raise ValueError(f"sample weights must have shape ({n},), one per sample; got {tuple(w.shape)}")
     w = w if w.dtype == y.dtype else xp.astype(w, y.dtype)
-    column = xp.reshape(w, (n,) + (1,) * (y.ndim - 1))
     total = xp.sum(w)
+    fits = xp.isfinite(total)
+    peak = xp.max(w)
+    # Times 1 / sqrt(peak) twice, not / peak: XLA divides by multiplying with the reciprocal (and
+    # folds two divisions into one), and 1 / 3e38 is subnormal in float32, which it flushes to 0.
+    inverse = 1.0 / xp.sqrt(xp.where(peak > 0, peak, xp.ones_like(peak)))
+    w = xp.where(fits, w, (w * inverse) * inverse)
+    total = xp.where(fits, total, xp.sum(w))
     # Rows that all weigh 0 add nothing (a 0 loss, 0 gradients), not 0 / 0.
     total = xp.where(total > 0, total, xp.ones_like(total))
+    column = xp.reshape(w, (n,) + (1,) * (y.ndim - 1))
     return column / (total * per_sample)
 
 

@@ -6,7 +6,7 @@ hold ``params = {"weight", "bias"}`` starting at 1 and 0.
 Batch statistics and padding
 ----------------------------
 A compiled epoch pads its last batch with weight-0 rows
-(:mod:`xpnet.backend.compile`). Such rows must not enter the batch mean and
+(:mod:`xpnet.engine.jax_epochs`). Such rows must not enter the batch mean and
 variance, so :meth:`BatchNormalization.draw` gives a column of ones per row
 in training; padded rows get zeros in its place, and the statistics are
 taken over the rows whose mark is 1; rows marked 0 output 0. No random

@@ -136,7 +136,7 @@ class Optimizer(ABC):
     def update_layer(self, index: int, layer: Any) -> None:
         """Update the parameters of ``layer``, the ``index``-th of the network, from ``layer.grads``.
 
-        The by-hand path; ``Network`` runs :func:`xpnet.train.step.train_step`.
+        The by-hand path; ``Network`` runs :func:`xpnet.engine.step.train_step`.
         """
         if not layer.params:
             return

@@ -47,7 +47,10 @@ class Callback:
 def parameters_finite(net: Any) -> bool:
     """Whether every parameter of ``net`` is finite (one device read for all of them)."""
     arrays = [p for layer in net.layers for p in layer.params.values()]
-    return kernels.all_finite(arrays, net.backend.xp)
+    engine = getattr(net, "_engine", None)
+    if engine is None:  # a network-like object of the user's
+        return kernels.all_finite(arrays, net.backend.xp)
+    return engine().finite(arrays)  # type: ignore[no-any-return]
 
 
 class TerminateOnNaN(Callback):
@@ -103,6 +106,27 @@ def _count(name: str, value: int) -> int:
     return value
 
 
+def check_logs(callbacks: list[Any], validating: bool) -> None:
+    """ValueError, before training starts, for a callback that needs ``val_`` logs from a ``fit``
+    without validation data (each says what it needs through ``needed_logs()``).
+
+    Only while every callback before it is one of this module's, which add no
+    ``val_`` logs: a user's callback may compute them itself.
+    """
+    if validating:
+        return
+    for callback in callbacks:
+        if type(callback).__module__ != __name__:
+            return
+        needed = getattr(callback, "needed_logs", None)
+        missing = [key for key in (needed() if needed is not None else []) if key.startswith("val_")]
+        if missing:
+            raise ValueError(
+                f"{callback.describe_need(missing)}, which fit does not log (pass validation_data or "
+                "validation_split to fit: this one has no validation data; nothing was trained)"
+            )
+
+
 def _monitored(monitor: str, logs: dict[str, float], owner: str) -> float:
     if monitor not in logs:
         hint = " (pass validation_data to fit)" if monitor.startswith("val_") else ""
@@ -146,6 +170,13 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
         self.mode = _monitor_mode(monitor, mode)
         self.stopped_epoch: int | None = None
+
+    def needed_logs(self) -> list[str]:
+        """The log keys this callback reads (see :func:`check_logs`)."""
+        return [self.monitor]
+
+    def describe_need(self, missing: list[str]) -> str:
+        return f"{type(self).__name__} monitors {self.monitor!r}"
 
     def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
         self.wait = 0
@@ -211,6 +242,17 @@ class ModelCheckpoint(Callback):
         self.mode = _monitor_mode(monitor, mode)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved: list[str] = []
+
+    def needed_logs(self) -> list[str]:
+        """The log keys this callback reads: its path's fields, and ``monitor`` with ``save_best_only``."""
+        fields = [f for f in self.fields if f != "epoch"]
+        return [*fields, self.monitor] if self.save_best_only else fields
+
+    def describe_need(self, missing: list[str]) -> str:
+        named = [f for f in missing if f in self.fields]
+        if named:
+            return f"ModelCheckpoint path {self.path!r} names {named}"
+        return f"ModelCheckpoint(save_best_only=True) monitors {self.monitor!r}"
 
     def on_epoch_end(self, net: Any, epoch: int, logs: dict[str, float]) -> None:
         target = self._target(epoch, logs)
@@ -380,6 +422,13 @@ class ReduceLROnPlateau(Callback):
         self.min_lr = float(min_lr)
         self.mode = _monitor_mode(monitor, mode)
         self.on_train_begin(None, {})
+
+    def needed_logs(self) -> list[str]:
+        """The log keys this callback reads (see :func:`check_logs`)."""
+        return [self.monitor]
+
+    def describe_need(self, missing: list[str]) -> str:
+        return f"ReduceLROnPlateau monitors {self.monitor!r}"
 
     def on_train_begin(self, net: Any, logs: dict[str, float]) -> None:
         self.wait = 0

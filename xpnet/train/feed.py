@@ -3,8 +3,9 @@
 ``Network.fit`` asks :func:`plan` for a feed and calls its ``epoch`` once per epoch:
 
 - :class:`DeviceFeed`: in-memory data, whole on the device, one batch gathered
-  at a time by the backend's runner (:mod:`xpnet.backend.compile`), one epoch
-  per call or, on JAX, several epochs fused into one compiled call.
+  at a time by the runner of the network's engine (:mod:`xpnet.engine`), one
+  epoch per call, or several when nothing runs between them (on JAX, fused
+  into one compiled call).
 - :class:`StreamFeed`: a :class:`~xpnet.data.streams.BatchSource` (a NumPy
   memmap, arrays with ``device_data=False``, an iterable of batches, Parquet or
   CSV readers), read batch by batch on the host; a background
@@ -16,7 +17,7 @@
   stream, or a shuffled one whose source shuffles in one block, trains exactly
   as the in-memory path does.
 - Data parallelism (``distributed=comm``) is a :class:`StreamFeed` whose step
-  carries a gradient transform: each rank trains on its rows
+  the engine makes around an allreduce: each rank trains on its rows
   (:meth:`~xpnet.distributed.Communicator.rows`) of every global batch, with the
   global batch's dropout masks sliced to its rows; its gradients are scaled by
   its share of the batch's weight and summed over ranks in one flat buffer, so
@@ -26,24 +27,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..backend.compile import Epoch, EpochPlan
 from ..data import streams
-from ..distributed import Communicator, flatten, unflatten
+from ..distributed import Communicator
+from ..engine.epochs import Epoch, EpochPlan
+from ..engine.flat import flatten, unflatten
 from ..nn.metrics import prediction_count
-from . import step
 from .batches import Preparer
 from .history import History
 
 Array = Any
-
-_FUSED_INDICES = 1 << 22
-"""At most this many row indices (16 MiB) are prepared for one call of fused epochs."""
 
 
 @dataclass
@@ -81,11 +79,6 @@ class DeviceFeed:
             self.judged = self.judged // self.rows * int(net.backend.xp.count_nonzero(weight))
         self.run = net._runner()
 
-    @property
-    def fusable(self) -> bool:
-        """Whether the runner can train several epochs in one call (JAX)."""
-        return hasattr(self.run, "run_epochs")
-
     def _epoch(self, net: Any, first_step: int) -> Epoch:
         """The next epoch's inputs; draws its shuffle from the network's generator."""
         order = net.rng.permutation(self.rows) if self.shuffle else None
@@ -119,9 +112,9 @@ class DeviceFeed:
         done = 0
         while done < epochs and not net.stop_training:
             totals, corrects = self._epochs(net, epochs - done)
-            logs = {"loss": (np.array([float(v) for v in totals]) / max(self.rows, 1)).tolist()}
+            logs = {"loss": (_floats(totals) / max(self.rows, 1)).tolist()}
             if net._classification:
-                logs["accuracy"] = (np.array([float(v) for v in corrects]) / max(self.judged, 1)).tolist()
+                logs["accuracy"] = (_floats(corrects) / max(self.judged, 1)).tolist()
             first, ran = net.epoch, len(totals)
             net.epoch += ran
             done += ran
@@ -138,13 +131,13 @@ class DeviceFeed:
     def _epochs(self, net: Any, count: int) -> tuple[Sequence[Any], Sequence[Any]]:
         """Up to ``count`` epochs in one runner call; summed losses x rows and correct counts of those run.
 
-        The host draws (shuffles, masks) of the whole call are taken first, in
-        the eager order; after a non-finite epoch the later ones do not run
-        (their draws are spent).
+        The host draws (shuffles, masks) of the call's epochs are taken first,
+        in the eager order; after a non-finite epoch the later ones do not run
+        (their draws are spent). A runner may run fewer epochs than asked
+        (JAX: as many as one call holds); the caller asks again.
         """
         n, size, opt = self.rows, self.batch_size, net.optimizer
         steps = -(-n // size)
-        count = max(1, min(count, _FUSED_INDICES // (steps * min(size, n))))
         plan = EpochPlan(
             self.x,
             self.t,
@@ -180,32 +173,12 @@ class StreamFeed:
         self.shuffle = shuffle
         self.comm = comm if comm is not None and comm.size > 1 else None
         self.steps = source.num_batches(batch_size)
-        self.share = 1.0
-        model = net._model()
-        if self.comm is not None and step.compiles(net.backend, net.compile):
-            self.step = _jax_distributed_step(net, model, self.comm, lambda: self.share)
-            return
-        if self.comm is not None:
-            clip = model.transform  # clipping, if any, acts on the averaged gradients
-
-            def transform(grads: step.Params, xp: Any) -> step.Params:
-                summed = self._allreduce(grads, xp)
-                return summed if clip is None else clip(summed, xp)
-
-            model = step.Model(model.layers, model.loss, model.optimizer, transform=transform)
-        self.step = _step_function(net, model, distributed=self.comm is not None)
-
-    def _allreduce(self, grads: step.Params, xp: Any) -> step.Params:
-        """Sum every rank's gradients, each scaled by its share, in one flat buffer."""
-        assert self.comm is not None
-        flat, layout = flatten(grads)
-        total: Any = unflatten(self.comm.allreduce_sum(flat * self.share), layout)
-        return total
+        allreduce = None if self.comm is None else self.comm.allreduce_sum
+        self.step = net._engine().step(net._model(), allreduce)
 
     def epoch(self, net: Any, progress: Any) -> EpochResult:
         batches = _built(net, self.source.batches(self.batch_size, net.rng if self.shuffle else None))
         params, opt, states = net._arrays()
-        xp = net.backend.xp
         number, lr = net.optimizer.iterations + 1, net.optimizer.learning_rate
         total: Any = 0.0
         correct: Any = 0
@@ -215,9 +188,8 @@ class StreamFeed:
             streams.Prefetcher(batches, Preparer(net, self.comm, self.classes)) as ready,
         ):
             for b in ready:
-                self.share = b.share
                 params, opt, states, value, hit = self.step(
-                    params, opt, states, b.x, b.y, b.w, b.noise, number + steps, lr, xp=xp
+                    params, opt, states, b.x, b.y, b.w, b.noise, number + steps, lr, share=b.share
                 )
                 total = total + value * (b.share * b.rows if self.comm is not None else b.rows)
                 if hit is not None and not b.empty:
@@ -238,6 +210,13 @@ class StreamFeed:
         if self.comm is not None:
             total, correct, judged = _reduce(self.comm, total, correct, judged)
         return EpochResult(total, correct, rows, judged)
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Per-epoch sums as float64: a host array as it is, device scalars read one by one."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64)
+    return np.array([float(v) for v in values])
 
 
 def _running(total: Any, rows: int) -> Any:
@@ -264,95 +243,6 @@ def _built(net: Any, batches: Iterator[streams.Batch]) -> Iterator[streams.Batch
         yield from batches
 
     return chained()
-
-
-def _step_function(net: Any, model: step.Model, *, distributed: bool) -> Any:
-    """``step(params, opt, states, x, y, w, noise, number, lr, xp=xp)`` for streamed batches.
-
-    JAX compiles one step (a ``jax.jit`` per batch shape) unless ``compile=False``
-    (with an MPI collective, :func:`_jax_distributed_step`); other backends run
-    it eagerly, in place where the arrays are writeable and ``compile`` is not False.
-    """
-    backend = net.backend
-    if step.compiles(net.backend, net.compile) and not distributed:
-        key = ("stream", net.dtype, step.signature(model))
-        if key not in net._runners:
-            dtype = np.dtype(net.dtype)
-            net._runners[key] = step.per_structure("stream", model, backend, lambda m: _jax_step(m, dtype))
-        return net._runners[key]
-    inplace = backend.mutable and net.compile is not False
-
-    def eager(params: Any, opt: Any, states: Any, *args: Any, xp: Any) -> Any:
-        return step.train_step(model, params, opt, states, *args, xp=xp, inplace=inplace)
-
-    return eager
-
-
-def _jax_step(model: step.Model, dtype: np.dtype) -> Any:
-    import jax
-    import jax.numpy as jnp
-
-    def pure(
-        params: Any, opt: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, number: Any, lr: Any
-    ) -> Any:
-        return tuple(step.train_step(model, params, opt, states, x, y, w, noise, number, lr, xp=jnp))
-
-    jitted = jax.jit(pure)
-
-    def run(params: Any, opt: Any, states: Any, *batch: Any, xp: Any) -> Any:
-        x, y, w, noise, number, lr = batch
-        opt = step.initial_opt_state(model, params, opt, jnp)
-        return jitted(params, opt, states, x, y, w, noise, np.asarray(number, dtype), np.asarray(lr, dtype))
-
-    return run
-
-
-def _jax_distributed_step(net: Any, model: step.Model, comm: Communicator, share: Callable[[], float]) -> Any:
-    """The distributed step on JAX: two compiled halves with the allreduce on the host between.
-
-    The first half computes this rank's gradients flattened into one buffer
-    scaled by its ``share()`` of the global batch; the second unflattens the
-    summed buffer, clips it (``model.transform``) and updates. An MPI
-    collective cannot run inside ``jax.jit``; this keeps everything else there.
-    """
-    import jax.numpy as jnp
-
-    dtype = np.dtype(net.dtype)
-    key = ("halves", net.dtype, step.signature(model))
-    if key not in net._runners:
-        net._runners[key] = step.per_structure("halves", model, net.backend, _jax_halves)
-    gradients, update = net._runners[key]
-
-    def run(params: Any, opt: Any, states: Any, *batch: Any, xp: Any) -> Any:
-        x, y, w, noise, number, lr = batch
-        opt = step.initial_opt_state(model, params, opt, jnp)
-        flat, states, value, correct = gradients(params, states, x, y, w, noise, np.asarray(share(), dtype))
-        total = comm.allreduce_sum(flat)
-        params, opt = update(params, opt, total, np.asarray(number, dtype), np.asarray(lr, dtype))
-        return params, opt, states, value, correct
-
-    return run
-
-
-def _jax_halves(model: step.Model) -> tuple[Any, Any]:
-    """``gradients(params, states, x, y, w, noise, share) -> (flat, states, loss, correct)`` and
-    ``update(params, opt, flat, number, lr) -> (params, opt)``, each under ``jax.jit``."""
-    import jax
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-
-    def gradients(params: Any, states: Any, x: Any, y: Any, w: Any, noise: Any, share: Any) -> Any:
-        grads, states, value, correct = step.gradients(model, params, states, x, y, w, noise, xp=jnp)
-        flat, _ = ravel_pytree(grads)  # gradients have the parameters' structure
-        return flat * share, states, value, correct
-
-    def update(params: Any, opt: Any, flat: Any, number: Any, lr: Any) -> Any:
-        grads = ravel_pytree(params)[1](flat)
-        if model.transform is not None:
-            grads = model.transform(grads, jnp)
-        return step.apply_gradients(model, params, opt, grads, number, lr, xp=jnp)
-
-    return jax.jit(gradients), jax.jit(update)
 
 
 # -- distributed setup -----------------------------------------------------------------------------------

@@ -23,9 +23,8 @@ import numpy as np
 
 from ..backend import Array, Backend
 from ..data import streams
-from . import feed, inference, inputs, weighting
-from .batches import class_table_of, source_of, split_source, streamed
-from .callbacks import TerminateOnNaN
+from . import adapter, feed, inference, inputs
+from .callbacks import TerminateOnNaN, check_logs
 from .history import History
 from .progress import Progress
 
@@ -152,19 +151,31 @@ class Trainer:
         epochs, batch_size = int(epochs), inputs.positive_int("batch_size", batch_size)
         with self.backend.scope():  # CuPy: every array on the network's device
             self.communicator = comm = feed.check_communicator(distributed)
-            weights = {"sample_weight": sample_weight, "class_weight": class_weight}
-            validation = (validation_data, validation_split)
-            data, val = _data(
-                self, X, y, batch_size, shuffle, device_data, comm, preprocess, validation, weights, metrics
+            inference.metric_list(self, metrics)  # refuse bad names before any work
+            train, val = adapter.for_fit(
+                self,
+                X,
+                y,
+                device_data=device_data,
+                distributed=comm is not None and comm.size > 1,
+                preprocess=preprocess,
+                sample_weight=sample_weight,
+                class_weight=class_weight,
+                validation_data=validation_data,
+                validation_split=validation_split,
             )
+            data = _feed(self, train, batch_size, shuffle, comm, metrics)
+            streams.check_epochs(getattr(data, "source", None), epochs)
+            streams.check_epochs(getattr(val, "source", None), epochs, "validation_data")
             callbacks = _callbacks(callbacks, comm)
+            check_logs(callbacks, val is not None)
             history = History()  # this call's epochs; self.history keeps every call's
             self.stop_training = False
             _call(callbacks, "on_train_begin", self, {})
             quiet = comm is not None and not comm.is_root
             progress = Progress(0 if quiet else verbose, data.steps, epochs, self.epoch)
             # Epochs fuse into one compiled call when nothing needs to run between them.
-            fuse = isinstance(data, feed.DeviceFeed) and data.fusable and verbose == 0 and val is None
+            fuse = isinstance(data, feed.DeviceFeed) and verbose == 0 and val is None
             fuse = fuse and not metrics and all(type(c) is TerminateOnNaN for c in callbacks)
             done = data.fit_fused(self, epochs, callbacks, (history, self.history)) if fuse else 0
             while done < epochs and not self.stop_training:
@@ -187,80 +198,18 @@ class Trainer:
         return result.total / n, result.correct
 
 
-def _data(
-    net: Any,
-    X: Any,
-    y: Any,
-    batch_size: int,
-    shuffle: bool,
-    device_data: bool,
-    comm: Any,
-    preprocess: str | None,
-    validation: tuple[Any, float],
-    weights: dict[str, Any],
-    metrics: Any,
-) -> tuple[Any, Any]:
-    """The feed that trains each epoch, and the validation data (device arrays, a source or None)."""
-    validation_data, validation_split = validation
-    streams_it = (comm is not None and comm.size > 1) or streamed(X, device_data)
-    if not streams_it:
-        inputs.prepare(net, X, y, preprocess, weights["sample_weight"])
-    val = _validation(net, validation_data)
-    inference.metric_list(net, metrics)  # refuse bad names before any work
-    if streams_it:
-        source = source_of(net, X, y, need_y=True, sample_weight=weights["sample_weight"])
-        classes = class_table_of(net, source, weights["class_weight"])
-        source, val = split_source(source, validation_split, val)
-        if metrics and isinstance(source, streams.IterableSource) and not source.reiterable:
-            raise ValueError(
-                "metrics are measured on a second pass over the training batches after each epoch, and "
-                "a one-shot iterator gives one pass: pass a list, a re-iterable such as a torch "
-                "DataLoader, or a function returning a fresh iterator"
-            )
-        plan = feed.plan(net, source, batch_size=batch_size, shuffle=shuffle, comm=comm, classes=classes)
-        return plan, val
-    x = inputs.features(net, X)
-    t = inputs.targets(net, y, int(x.shape[0]))
-    x, t, weight, val = _split(net, x, t, val, validation_split, weights)
-    return feed.DeviceFeed(net, x, t, batch_size, shuffle, weight), val
-
-
-def _split(
-    net: Any, x: Array, t: Array, val: Any, split: Any, weights: dict[str, Any]
-) -> tuple[Array, Array, Array | None, Any]:
-    """Training rows, targets and device weights after ``validation_split``; the validation pair."""
-    n = int(x.shape[0])
-    weight = weighting.combined(
-        weights["sample_weight"], weights["class_weight"], t, n, binary=net._model().binary
-    )
-    train = weighting.split_rows(n, split)
-    if split:
-        if val is not None:
-            raise ValueError("give validation_data or validation_split, not both")
-        val = (x[train:, ...], t[train:, ...])
-        x, t = x[:train, ...], t[:train, ...]
-        weight = None if weight is None else weight[:train]
-        if weight is not None and not weight.any():
-            raise ValueError("every training sample has weight 0 after validation_split")
-    if weight is not None:
-        weight = net.backend.asarray(weight, net.dtype)
-    return x, t, weight, val
-
-
-def _validation(net: Any, data: Any) -> Any:
-    """``validation_data`` as device arrays ``(x, t)``, or as a batch source when it is streamed."""
-    if data is None:
-        return None
-    if isinstance(data, streams.BatchSource) or streams._looks_like_batches(data):
-        return streams.as_source(data)
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
+def _feed(net: Any, train: adapter.Data, batch_size: int, shuffle: bool, comm: Any, metrics: Any) -> Any:
+    """The feed that trains each epoch from what the adapter made of ``X``."""
+    if isinstance(train, adapter.InMemory):
+        return feed.DeviceFeed(net, train.x, train.t, batch_size, shuffle, train.weight)
+    source = train.source
+    if metrics and isinstance(source, streams.IterableSource) and not source.reiterable:
         raise ValueError(
-            "validation_data must be a pair (X_val, y_val), batches (X_b, y_b[, w_b]) or a batch source"
+            "metrics are measured on a second pass over the training batches after each epoch, and "
+            "a one-shot iterator gives one pass: pass a list, a re-iterable such as a torch "
+            "DataLoader, or a function returning a fresh iterator"
         )
-    if streamed(data[0], True):  # a memmap: read batch by batch, never copied whole
-        return source_of(net, data[0], data[1], need_y=True)
-    xv = inputs.features(net, data[0], "validation X")
-    return xv, inputs.targets(net, data[1], int(xv.shape[0]), "validation y")
+    return feed.plan(net, source, batch_size=batch_size, shuffle=shuffle, comm=comm, classes=train.classes)
 
 
 def _score(
@@ -271,7 +220,10 @@ def _score(
         return
     size = max(batch_size, EVALUATION_BATCH)
     if metrics:
-        train = (data.x, data.t) if isinstance(data, feed.DeviceFeed) else data.source
+        if isinstance(data, feed.DeviceFeed):
+            train: adapter.Data = adapter.InMemory(data.x, data.t)
+        else:
+            train = adapter.Streamed(data.source)
         scores = inference.score(net, train, size, inference.metric_list(net, metrics), comm)
         logs.update({k: v for k, v in scores.items() if k not in logs})
     if val is not None:

@@ -20,11 +20,12 @@ import numpy as np
 
 from ..backend import Backend
 from ..data import streams
+from ..engine import step
 from ..nn.activations import get_activation
 from ..nn.losses import CategoricalCrossentropy, Loss
 from ..nn.metrics import Metric, correct_count, get_metric, prediction_count
-from . import inputs, step
-from .batches import InferencePreparer, Rows, source_of, streamed
+from . import adapter, inputs
+from .batches import InferencePreparer, Rows
 
 Array = Any
 STREAM_BATCH = 4096
@@ -33,12 +34,9 @@ STREAM_BATCH = 4096
 
 def infer(net: Any, x: Array, keep_cache: bool = True) -> tuple[Array, Any]:
     """Output and last cache (None without ``keep_cache``) of the pure forward pass on device rows
-    ``x``, compiled on JAX (see :func:`xpnet.train.step.inference`); nothing is kept anywhere."""
+    ``x``, as the network's engine runs it (compiled on JAX); nothing is kept anywhere."""
     params, _, states = net._arrays()
-    key = ("inference", net.backend, net.compile, net.dtype, tuple(map(repr, net.layers)))
-    if key not in net._runners:
-        net._runners[key] = step.inference(net.layers, net.backend, net.compile)
-    return net._runners[key](params, states, x, keep_cache=keep_cache)
+    return net._engine().inference(net.layers)(params, states, x, keep_cache=keep_cache)
 
 
 def metric_list(net: Any, metrics: Sequence[Any] | None) -> list[Metric]:
@@ -72,11 +70,12 @@ class Predictor:
         thread runs ``fit``.
         """
         with self.backend.scope():  # CuPy: every array on the network's device
-            if streamed(X, True):
-                parts = list(stream_outputs(self, X, batch_size))
+            data = adapter.for_inference(self, X)
+            if isinstance(data, adapter.Streamed):
+                parts = list(stream_outputs(self, data.source, batch_size))
                 return parts[0] if len(parts) == 1 else self.backend.xp.concat(parts, axis=0)
-            x = inputs.features(self, X)
-            return inputs.owned(inputs.outputs(self, _outputs(self, x, batch_size)), x, self.backend.xp)
+            out = inputs.outputs(self, _outputs(self, data.x, batch_size))
+            return inputs.owned(out, data.x, self.backend.xp)
 
     def predict_proba(self, X: Any, *, batch_size: int | None = None) -> Array:
         """Class probabilities for classification losses (applies sigmoid/softmax to logits)."""
@@ -100,10 +99,10 @@ class Predictor:
         """
         chosen = metric_list(self, metrics)
         with self.backend.scope():  # CuPy: every array on the network's device
-            if streamed(X, True):
-                return score(self, X if y is None else source_of(self, X, y), batch_size, chosen)
-            x = inputs.features(self, X)
-            return score(self, (x, inputs.targets(self, y, int(x.shape[0]))), batch_size, chosen)
+            data = adapter.for_inference(self, X, y, need_y=True)
+            if isinstance(data, adapter.InMemory) and data.t is None:
+                raise ValueError("y is None; expected one target per sample")
+            return score(self, data, batch_size, chosen)
 
 
 def _outputs(net: Any, x: Array, batch_size: int | None) -> Array:
@@ -122,9 +121,9 @@ def score(
 
     Parameters
     ----------
-    data : (x, t) or batch source
-        Features and targets on the device, or streamed data as :meth:`Network.evaluate
-        <xpnet.Network.evaluate>` takes it (read in the background).
+    data : InMemory or Streamed
+        Features and targets on the device, or streamed data (read in the
+        background), as :mod:`xpnet.train.adapter` makes them.
     batch_size : int, optional
         Rows per forward pass (None: device data in one pass, streamed data
         in batches of ``STREAM_BATCH``).
@@ -136,13 +135,12 @@ def score(
     """
     comm = comm if comm is not None and comm.size > 1 else None
     gather = bool(metrics) and comm is not None
-    if isinstance(data, tuple):
-        x, t = data
+    if isinstance(data, adapter.InMemory):
+        x, t = data.x, data.t
         size = int(x.shape[0]) if batch_size is None else inputs.positive_int("batch_size", batch_size)
         return _scores(net, _array_rows(net, x, t, size, comm, gather), metrics, comm)
-    source = data if isinstance(data, streams.BatchSource) else source_of(net, data, None)
     preparer = InferencePreparer(net, comm, gather=gather, need_y=True)
-    with streams.Prefetcher(source.batches(batch_size or STREAM_BATCH), preparer) as ready:
+    with streams.Prefetcher(data.source.batches(batch_size or STREAM_BATCH), preparer) as ready:
         return _scores(net, ready, metrics, comm)
 
 
@@ -208,9 +206,8 @@ def _gathered(net: Any, comm: Any, prob: Array | None, b: Rows) -> Array:
 # -- streamed data ---------------------------------------------------------------------------------------
 
 
-def stream_outputs(net: Any, X: Any, batch_size: int | None) -> Iterator[Array]:
-    """The outputs of each batch of streamed ``X`` (no training, no masks)."""
-    source = source_of(net, X, None) if not isinstance(X, streams.BatchSource) else X
+def stream_outputs(net: Any, source: streams.BatchSource, batch_size: int | None) -> Iterator[Array]:
+    """The outputs of each batch of a source (no training, no masks)."""
     with streams.Prefetcher(source.batches(batch_size or STREAM_BATCH), InferencePreparer(net)) as ready:
         for b in ready:
             yield infer(net, b.x, keep_cache=False)[0]

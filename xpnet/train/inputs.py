@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
+from ..data import labels
 from ..data.encoders import default_encoder, encoder_from_state
-from ..data.tabular import check_columns, is_dataframe, needs_encoding
-from ..nn.losses import CategoricalCrossentropy
+from ..data.tabular import TabularEncoder, is_dataframe, needs_encoding
 from ..nn.shapes import parameter_count
+from . import checks
 
 PREPROCESS = (None, "auto", "always")
 
@@ -67,7 +68,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
     if net.backend.owns(data) and not isinstance(data, np.ndarray):
         if net.backend.xp.isdtype(data.dtype, ("bool", "integral", "real floating")):
             return data
-        _real(to_numpy(data), name)  # raises, with the message host data get
+        real(to_numpy(data), name)  # raises, with the message host data get
     if type(data).__module__.startswith("pandas") and hasattr(data, "to_numpy"):
         host = _pandas_numeric(data, name)
     else:
@@ -75,7 +76,7 @@ def numeric(net: Any, data: Any, name: str) -> Any:
             host = to_numpy(data)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a rectangular array of numbers: {exc}") from exc
-    host = _real(host, name)
+    host = real(host, name)
     if any(stride < 0 for stride in host.strides):
         host = np.ascontiguousarray(host)
     return host
@@ -98,7 +99,9 @@ def _pandas_numeric(data: Any, name: str) -> np.ndarray:
     return host.reshape(-1) if frame is not data else host
 
 
-def _real(host: np.ndarray, name: str) -> np.ndarray:
+def real(host: np.ndarray, name: str) -> np.ndarray:
+    """Host ``host`` when it holds real numbers (object arrays of numbers as float64), else a
+    ValueError saying what it holds: text, complex numbers, dates or other objects."""
     kind = host.dtype.kind
     if kind in "biuf":
         return host
@@ -120,35 +123,41 @@ def _real(host: np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name} has dtype {host.dtype}; expected real numbers (bool, integer or float)")
 
 
+def rows(net: Any, X: Any, name: str = "X") -> Any:
+    """``X`` as the network's rows of numbers: a DataFrame matched to the fitted columns and
+    encoded (:func:`table`), then :func:`numeric` (a host array, or the network's own array)."""
+    if X is None:
+        raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
+    return numeric(net, table(net, X, name), name)
+
+
 def features(net: Any, X: Any, name: str = "X") -> Array:
     """``X`` checked and converted to ``net``'s backend and dtype, with its input scaling applied.
 
-    Builds ``net`` for ``X``'s feature count if it is not built yet.
+    Host data is cast and checked on the host (:func:`~xpnet.train.checks.features`),
+    then copied to the device once; the network's own arrays are checked on the
+    device. Builds ``net`` for ``X``'s feature count if it is not built yet.
     """
-    if X is None:
-        raise ValueError(f"{name} is None; expected an array of shape (samples, features)")
-    X = table(net, X, name)
-    source = numeric(net, X, name)
+    return scaled(net, device_features(net, rows(net, X, name), name))
+
+
+def device_features(net: Any, source: Any, name: str) -> Array:
+    """Rows from :func:`rows` in the network's dtype, checked, on its device (no input scaling)."""
+    x = host_features(net, source, name) if isinstance(source, np.ndarray) else None
+    if x is not None:
+        return net.backend.asarray(x)
+    x = net.backend.asarray(source, net.dtype)
+    return checks.features(net, x, name, source)
+
+
+def host_features(net: Any, source: np.ndarray, name: str) -> np.ndarray:
+    """Host rows from :func:`numeric` in the network's dtype, checked on the host."""
     try:
-        with np.errstate(over="ignore"):  # values beyond the dtype's range are reported below
-            x = net.backend.asarray(source, net.dtype)
+        with np.errstate(over="ignore"):  # values beyond the dtype's range are reported by the check
+            x = np.asarray(source, dtype=net.dtype)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric, of shape (samples, features): {exc}") from exc
-    if x.ndim != 2:
-        hint = "; use X.reshape(-1, 1) for a single feature" if x.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (samples, features), got shape {tuple(x.shape)}{hint}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: it has no samples")
-    if not net.built:
-        net.build(int(x.shape[1]))
-    if x.shape[1] != net.in_features:
-        raise ValueError(f"{name} has {x.shape[1]} features, but the network expects {net.in_features}")
-    try:
-        check_finite(x, name, net.backend.xp)
-    except ValueError:
-        _beyond_range(source, net.dtype, name)
-        raise
-    return scaled(net, x)
+    return checks.features(net, x, name, source)  # type: ignore[no-any-return]
 
 
 def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any = None) -> None:
@@ -165,7 +174,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
         raise ValueError(f"preprocess must be None, 'auto' or 'always', got {preprocess!r}")
     meta = net.metadata
     if is_dataframe(X) and "feature_names" not in meta:
-        meta["feature_names"] = [str(c) for c in X.columns]
+        meta["feature_names"] = labels.stored(X.columns)
     if preprocess is None:
         return
     if is_dataframe(X) and "encoder" not in meta:
@@ -200,16 +209,17 @@ def table(net: Any, X: Any, name: str) -> Any:
     meta = net.metadata
     names = meta.get("feature_names")
     if is_dataframe(X) and names is not None:
-        check_columns(X, names, "the network")
-        X = X[names] if list(X.columns) != names else X
+        X = labels.select(X, names, "the network")
     elif names is not None and "encoder" in meta and isinstance(X, (list, np.ndarray)):
         import pandas as pd
 
-        X = pd.DataFrame(list(X), columns=names)  # raw values in the fitted column order
+        columns = pd.Index([labels.restored(name) for name in names], tupleize_cols=False)
+        X = pd.DataFrame(list(X), columns=columns)  # raw values in the fitted column order
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
-        return encoder_from_state(meta["encoder"]).transform(X)
+        encoder = encoder_from_state(meta["encoder"])
+        return _in_range(encoder, encoder.transform(X), net.dtype, name)
     if is_dataframe(X):
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]
         if bad:
@@ -218,6 +228,23 @@ def table(net: Any, X: Any, name: str) -> Any:
                 'or fit with preprocess="auto"'
             )
     return X
+
+
+def _in_range(encoder: TabularEncoder, encoded: np.ndarray, dtype: str, name: str) -> np.ndarray:
+    """``encoded``, or a ValueError naming the columns the model's encoder puts beyond ``dtype``."""
+    far = encoder.beyond(encoded, float(np.finfo(dtype).max))
+    if not far:
+        return encoded
+    specs = {labels.key(c["name"]): c for c in encoder.columns}
+    parts = []
+    for label, big in far[: labels.SHOWN]:
+        spec = specs[labels.key(label)]
+        fitted = f"mean {spec['mean']:.3g}, scale {spec['scale']:.3g}" if "mean" in spec else "categories"
+        parts.append(f"{labels.shown(label)!r} to {big:.3g} (the encoder's {fitted})")
+    raise ValueError(
+        f"the model's encoder puts {name}'s column(s) beyond {dtype}'s range: {'; '.join(parts)}; "
+        "the values are far from those the model was trained on, or the model file was altered"
+    )
 
 
 def outputs(net: Any, out: Array) -> Array:
@@ -233,19 +260,6 @@ def _pair(net: Any, scaling: dict[str, Any]) -> tuple[Array, Array]:
     mean = net.backend.asarray(np.asarray(scaling["mean"], dtype=np.float64), net.dtype)
     scale = net.backend.asarray(np.asarray(scaling["scale"], dtype=np.float64), net.dtype)
     return mean, scale
-
-
-def _beyond_range(source: Any, dtype: str, name: str) -> None:
-    """Raise a clearer ValueError when ``source`` is finite but overflows ``dtype``."""
-    host = to_numpy(source)
-    if host.dtype.kind != "f" or not bool(np.all(np.isfinite(host))):
-        return
-    top = float(np.finfo(dtype).max)
-    biggest = float(np.max(np.abs(host)))
-    raise ValueError(
-        f"{name} holds finite values beyond {dtype}'s range (largest magnitude {biggest:.3g} > {top:.3g}); "
-        "rescale the data or use dtype='float64'"
-    )
 
 
 def owned(out: Array, x: Array, xp: Any) -> Array:
@@ -300,75 +314,30 @@ def scaled(net: Any, x: Array) -> Array:
     return (x - mean) / scale
 
 
-def check_finite(x: Array, name: str, xp: Any) -> None:
-    """Raise ValueError naming the first row of ``x`` that holds NaN or infinity."""
-    # A finite sum proves every element finite without an input-sized mask.
-    if bool(xp.isfinite(xp.sum(x))) or bool(xp.all(xp.isfinite(x))):
-        return
-    rows = np.nonzero(~np.isfinite(to_numpy(x)).reshape(x.shape[0], -1).all(axis=1))[0]
-    raise ValueError(
-        f"{name} contains NaN or infinity (first at row {int(rows[0])}); remove or impute those values"
-    )
-
-
 def targets(net: Any, y: Any, n: int, name: str = "y") -> Array:
-    """Targets on the device, shaped like the outputs (one-hot for categorical)."""
+    """Targets on the device, as the loss takes them (:func:`~xpnet.train.checks.targets`),
+    checked on the host when they are there, else on the device."""
     if y is None:
         raise ValueError(f"{name} is None; expected one target per sample")
-    xp = net.backend.xp
     host = numeric(net, y, name)
-    if not isinstance(host, np.ndarray) and _wide_unsigned(host, xp):
+    if not isinstance(host, np.ndarray) and _wide_unsigned(host, net.backend.xp):
         host = to_numpy(host)  # the network's own array: checked and converted on the host, as NumPy's are
-    if isinstance(host, np.ndarray) and host.dtype.kind == "u" and host.dtype.itemsize > 1:
+    if isinstance(host, np.ndarray):
+        return net.backend.asarray(host_targets(net, host, n, name))
+    return checks.targets(net, host, n, name)
+
+
+def host_targets(net: Any, y: Any, n: int, name: str) -> np.ndarray:
+    """Targets from the host, checked there, as :func:`targets` makes them."""
+    host = np.asarray(numeric(net, y, name))
+    if host.dtype.kind == "u" and host.dtype.itemsize > 1:
         # torch lacks reductions on wide unsigned types; labels are small, so int64 holds them
         if host.size and int(host.max()) > np.iinfo(np.int64).max:
             raise ValueError(f"{name} holds {int(host.max())}, too large for a label or a target")
         host = host.astype(np.int64)
-    try:
-        t = net.backend.asarray(host)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{name} must be numeric: {exc}") from exc
-    if t.ndim == 0 or t.shape[0] != n:
-        got = "a scalar" if t.ndim == 0 else f"{t.shape[0]} samples"
-        raise ValueError(f"X has {n} samples but {name} has {got}")
-    k = net.out_features
-    if isinstance(net.loss, CategoricalCrossentropy) and t.ndim == 1:
-        # Integer labels stay labels: each batch is one-hot encoded when it is used.
-        if not is_integer(t, xp):
-            t = net.backend.asarray(t, net.dtype)
-            check_finite(t, name, xp)
-            if not bool(xp.all(t == xp.round(t))):
-                raise ValueError(f"{name} must hold integer class labels 0..{k - 1}")
-        lo, hi = int(xp.min(t)), int(xp.max(t))
-        if lo < 0 or hi >= k:
-            bad = lo if lo < 0 else hi
-            raise ValueError(
-                f"{name} has label {bad}, but the network has {k} outputs: labels must be in [0, {k})"
-            )
-        # One label dtype whatever the caller's: uint8 labels would wrap in the one-hot.
-        return t if t.dtype == xp.int32 else xp.astype(t, xp.int32)
-    t = net.backend.asarray(t, net.dtype)
-    if t.ndim == 1:
-        t = xp.reshape(t, (-1, 1))
-    scaling = net.metadata.get("target_scaling")
-    if scaling and not net._classification:
-        mean, scale = _pair(net, scaling)
-        t = (t - mean) / scale
-    if t.ndim != 2 or t.shape[1] != k:
-        raise ValueError(
-            f"{name} must have shape ({n},) or ({n}, {k}) for a network with {k} outputs, "
-            f"got {tuple(t.shape)}"
-        )
-    check_finite(t, name, xp)
-    if net._classification and not bool(xp.all((t >= 0) & (t <= 1))):
-        raise ValueError(f"{name} must hold targets in [0, 1] for {net.loss.name}")
-    return t
+    return checks.targets(net, host, n, name)  # type: ignore[no-any-return]
 
 
 def _wide_unsigned(t: Array, xp: Any) -> bool:
     """Whether ``t`` holds unsigned integers wider than 8 bits (which torch cannot reduce)."""
     return bool(xp.isdtype(t.dtype, "unsigned integer")) and t.dtype != xp.uint8
-
-
-def is_integer(t: Array, xp: Any) -> bool:
-    return bool(xp.isdtype(t.dtype, "integral"))

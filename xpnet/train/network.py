@@ -17,11 +17,12 @@ import numpy as np
 
 from .. import checkpoint
 from ..backend import Backend, get_backend, to_numpy
+from ..engine import EagerEngine, engine_for, step
 from ..nn.layers import Layer
 from ..nn.losses import Loss, get_loss
 from ..optim.clipping import gradient_transform
 from ..optim.optimizers import Optimizer, get_optimizer
-from . import inputs, serialize, step
+from . import copies, inputs, serialize
 from .fitting import Trainer
 from .history import History
 from .inference import Predictor
@@ -109,7 +110,8 @@ class Network(Trainer, Predictor):
         ``target_scaling`` and ``classes`` change what it does (see :mod:`xpnet.train.inputs`)."""
         self._classification = self.loss.classification
         self.compile = compile
-        self._runners: dict[Any, Any] = {}
+        self._engines: dict[Any, EagerEngine] = {}
+        self._copies = copies.Kept()
         self.communicator: Any = None
         """The ``distributed=`` communicator of the last ``fit`` (only its rank 0 saves)."""
         if self.layers[0].in_features is not None:
@@ -215,23 +217,43 @@ class Network(Trainer, Predictor):
         layers, rng, dtype = self.layers, self.rng, self.dtype
         return lambda rows: step.draw_noise(layers, rng, rows, dtype)
 
+    def _engine(self) -> EagerEngine:
+        """How this network's backend runs its steps (one engine per backend and ``compile``)."""
+        key = (self.backend, self.compile)
+        if key not in self._engines:
+            self._engines[key] = engine_for(self.backend, self.compile)
+        return self._engines[key]
+
     def _runner(self) -> Any:
-        model = self._model()
-        key = (self.backend, self.compile, self.dtype, step.signature(model))
-        if key not in self._runners:
-            self._runners[key] = step.runner(model, self.backend, self.compile, share=True)
-        return self._runners[key]
+        return self._engine().runner(self._model())
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def save(self, path: Any) -> None:
+    def save(self, path: Any, *, allow_nonfinite: bool = False) -> None:
         """Write the network to a safetensors checkpoint, atomically (see :func:`load`).
 
         After ``fit(..., distributed=comm)`` only rank 0 writes; the other ranks return.
+
+        Parameters
+        ----------
+        path : str or Path
+            The file; an existing one is replaced only once the new one is complete.
+        allow_nonfinite : bool
+            Write parameters, layer state or optimizer state that hold NaN or
+            infinity (to inspect a run that diverged). By default such a
+            network is refused and ``path`` is left as it was.
+
+        Raises
+        ------
+        ValueError
+            If a tensor holds NaN or infinity and ``allow_nonfinite`` is False.
         """
         if self.communicator is not None and not self.communicator.is_root:
             return
-        checkpoint.write(path, *self.state())
+        tensors, metadata = self.state()
+        if not allow_nonfinite:
+            serialize.check_finite(tensors, path)
+        checkpoint.write(path, tensors, metadata)
 
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         """Everything a checkpoint holds: tensors by name and metadata strings."""
@@ -251,9 +273,16 @@ class Network(Trainer, Predictor):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_runners"] = {}  # compiled functions do not pickle; they are rebuilt on use
+        state["_engines"] = {}  # compiled functions do not pickle; they are rebuilt on use
+        state["_copies"] = copies.Kept()
         state["communicator"] = None  # an MPI communicator belongs to its processes
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.pop("_runners", None)  # pickled before engines kept them
+        state.setdefault("_engines", {})
+        state.setdefault("_copies", copies.Kept())
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return (

@@ -21,6 +21,8 @@ import numpy as np
 
 from ..backend import to_numpy
 from ..checkpoint import TensorSpecs, loads_json
+from ..data import labels
+from ..data.encoders import encoder_from_state
 from ..nn.layers import LAYERS, Layer
 from ..nn.losses import Loss, get_loss
 from ..nn.shapes import parameter_shapes, state_shapes
@@ -90,6 +92,17 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return tensors, metadata
 
 
+def check_finite(tensors: dict[str, np.ndarray], path: Any) -> None:
+    """ValueError naming the tensors of ``tensors`` that hold NaN or infinity (not saved to ``path``)."""
+    bad = [name for name, t in tensors.items() if t.dtype.kind == "f" and not bool(np.isfinite(t).all())]
+    if bad:
+        raise ValueError(
+            f"not saving {path}: the network's {', '.join(bad[:5])}{' and more' if len(bad) > 5 else ''} "
+            "hold NaN or infinity (the old file, if any, is unchanged); pass allow_nonfinite=True "
+            "to save it anyway"
+        )
+
+
 @dataclass
 class Contents:
     """Checked checkpoint metadata, ready to rebuild a network from."""
@@ -131,6 +144,7 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
         loss = get_loss(meta["loss"], **loss_config)
     except _BAD_CONFIG as exc:
         raise ValueError(f"the model's loss {meta['loss']!r} is invalid: {exc}") from None
+    out_features = _out_features(layers, in_features)
     return Contents(
         layers=layers,
         in_features=in_features,
@@ -139,12 +153,24 @@ def check(meta: dict[str, str], specs: TensorSpecs) -> Contents:
         dtype=dtype,
         epoch=_natural(meta["epoch"], "epoch"),
         rng_state=_rng_state(loads_json(meta["rng_state"], "the model's rng_state")),
-        input_scaling=_input_scaling(
-            loads_json(meta["input_scaling"], "the model's input_scaling"), in_features
+        input_scaling=_scaling(
+            loads_json(meta["input_scaling"], "the model's input_scaling"),
+            in_features,
+            dtype,
+            "input_scaling",
         ),
-        metadata=_mapping(loads_json(meta["metadata"], "the model's metadata"), "metadata"),
+        metadata=_metadata(
+            loads_json(meta["metadata"], "the model's metadata"), in_features, out_features, loss, dtype
+        ),
         history=_history(loads_json(meta["history"], "the model's history")),
     )
+
+
+def _out_features(layers: list[Layer], in_features: int) -> int:
+    n = in_features
+    for layer in layers:
+        n = layer.output_features(n)
+    return n
 
 
 def _natural(value: Any, what: str, positive: bool = False) -> int:
@@ -255,27 +281,109 @@ def _rng_state(state: Any) -> dict[str, Any]:
     return state
 
 
-def _input_scaling(scaling: Any, in_features: int) -> dict[str, Any] | None:
+def _scaling(scaling: Any, width: int, dtype: str, what: str) -> dict[str, Any] | None:
+    """``{"mean", "scale"}``: ``width`` numbers each, finite in ``dtype``, scales of normal size there."""
     if scaling is None:
         return None
-    scaling = _mapping(scaling, "input_scaling")
+    scaling = _mapping(scaling, what)
+    info = np.finfo(dtype)
+    top, tiny = float(info.max), float(info.tiny)
     for key in ("mean", "scale"):
         values = scaling.get(key)
         if (
             not isinstance(values, list)
-            or len(values) != in_features
-            or not all(_finite_number(v) for v in values)
+            or len(values) != width
+            or not all(_finite_number(v) and abs(v) <= top for v in values)
         ):
             raise ValueError(
-                f"the model's input_scaling {key!r} must be {in_features} finite numbers, one per feature"
+                f"the model's {what} {key!r} must be {width} finite numbers (within {dtype}'s range), "
+                f"one per {'feature' if what == 'input_scaling' else 'output'}"
             )
     if not all(v != 0 for v in scaling["scale"]):
-        raise ValueError("the model's input_scaling 'scale' holds a zero")
+        raise ValueError(f"the model's {what} 'scale' holds a zero")
+    if not all(abs(v) >= tiny for v in scaling["scale"]):
+        raise ValueError(
+            f"the model's {what} 'scale' holds a value below {dtype}'s smallest normal number "
+            f"({tiny:.3g}): dividing by it would overflow"
+        )
     return scaling
 
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _metadata(value: Any, in_features: int, out_features: int, loss: Loss, dtype: str) -> dict[str, Any]:
+    """The ``metadata`` object, its keys that change what the network does checked against it.
+
+    See :mod:`xpnet.train.inputs` for what ``feature_names``, ``encoder``,
+    ``target_scaling`` and ``classes`` do; ``task`` and ``target_name`` are
+    the ``xpnet`` command's. Other keys are kept as they are.
+    """
+    meta = _mapping(value, "metadata")
+    names = meta.get("feature_names")
+    if names is not None:
+        if not isinstance(names, list):
+            raise ValueError("the model's feature_names must be a list of column labels")
+        try:
+            labels.stored([labels.restored(n) for n in names])
+        except ValueError:
+            raise ValueError("the model's feature_names are repeated or not column labels") from None
+    if meta.get("encoder") is not None:
+        _encoder(meta["encoder"], names, in_features)
+    elif names is not None and len(names) != in_features:
+        raise ValueError(f"the model has {len(names)} feature_names, but the network takes {in_features}")
+    if meta.get("target_scaling") is not None:
+        if loss.classification:
+            raise ValueError("the model has a target_scaling, but its loss is a classification loss")
+        _scaling(meta["target_scaling"], out_features, dtype, "target_scaling")
+    _task(meta, out_features, loss)
+    return meta
+
+
+def _encoder(state: Any, names: list[Any] | None, in_features: int) -> None:
+    try:
+        encoder = encoder_from_state(state)
+    except ValueError as exc:
+        raise ValueError(f"the model's encoder is invalid: {exc}") from None
+    if encoder.width != in_features:
+        raise ValueError(
+            f"the model's encoder makes {encoder.width} features, but the network takes {in_features}"
+        )
+    if names is not None and [labels.key(n) for n in names] != [labels.key(n) for n in encoder.names]:
+        raise ValueError("the model's encoder columns are not its feature_names")
+
+
+def _task(meta: dict[str, Any], out_features: int, loss: Loss) -> None:
+    """``classes`` (one label per output, two for one sigmoid output), ``task`` and ``target_name``."""
+    task = meta.get("task")
+    if task is not None and task != ("classification" if loss.classification else "regression"):
+        raise ValueError(f"the model's task is {task!r}, but its loss {loss.name!r} does not fit it")
+    if "target_name" in meta and not _label(meta["target_name"]):
+        raise ValueError(f"the model's target_name {meta['target_name']!r:.40} is not a column label")
+    classes = meta.get("classes")
+    if classes is None:
+        return
+    if not isinstance(classes, list) or not all(
+        isinstance(c, (str, int, float)) and _label(c) for c in classes
+    ):
+        raise ValueError("the model's classes must be a list of labels (text, numbers or booleans)")
+    if len({labels.key(c) for c in classes}) != len(classes):
+        raise ValueError("the model's classes name a label more than once")
+    want = (2 if out_features == 1 else out_features) if loss.classification else 0
+    if len(classes) != want:
+        raise ValueError(
+            f"the model lists {len(classes)} classes, but its {out_features} output(s) and "
+            f"{loss.name} loss need {want}"
+        )
+
+
+def _label(value: Any) -> bool:
+    try:
+        labels.stored([labels.restored(value)])
+    except ValueError:
+        return False
+    return True
 
 
 def _history(recorded: Any) -> History:

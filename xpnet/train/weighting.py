@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Array, to_numpy
+from . import checks
 
 
 def labels_of(t: Array, *, binary: bool) -> np.ndarray:
@@ -30,11 +31,15 @@ def labels_of(t: Array, *, binary: bool) -> np.ndarray:
     return np.argmax(host, axis=1)
 
 
-def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None) -> dict[int, float]:
+def class_table(
+    class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None, labels: int | None = None
+) -> dict[int, float]:
     """``{label: weight}`` from ``class_weight``: a dict, checked, or ``"balanced"`` from ``counts``.
 
     ``counts`` are the labels present and how many rows each has (needed by
     ``"balanced"`` only): scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``labels`` is how many labels the network has (0 to ``labels - 1``): a dict
+    naming others is refused, since no row can carry them.
     """
     if isinstance(class_weight, str):
         if class_weight != "balanced":
@@ -62,6 +67,12 @@ def class_table(class_weight: Any, counts: tuple[np.ndarray, np.ndarray] | None)
         ):
             raise ValueError(f"class_weight[{label}] must be a finite number >= 0, got {weight!r}")
         table[int(label)] = float(weight)
+    unknown = [] if labels is None else sorted(label for label in table if not 0 <= label < labels)
+    if labels is not None and unknown:
+        raise ValueError(
+            f"class_weight names label(s) {unknown}, but the network's labels are 0..{labels - 1} "
+            f"({labels} classes): no row can have them"
+        )
     return table
 
 
@@ -81,74 +92,63 @@ def row_weights(table: dict[int, float], labels: np.ndarray) -> np.ndarray:
     return np.array([table.get(int(label), 1.0) for label in labels.tolist()], dtype=np.float64)
 
 
-def class_weights(class_weight: Any, labels: np.ndarray) -> np.ndarray:
+def class_weights(class_weight: Any, labels: np.ndarray, count: int | None = None) -> np.ndarray:
     """Each row's weight from ``{label: weight}`` (absent labels weigh 1) or ``"balanced"``.
 
-    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``.
+    ``"balanced"`` is scikit-learn's ``n_samples / (n_classes * count(label))``;
+    ``count`` the network's number of labels (see :func:`class_table`).
     """
     balanced = isinstance(class_weight, str) and class_weight == "balanced"
     counts = np.unique(labels, return_counts=True) if balanced else None
-    return row_weights(class_table(class_weight, counts), labels)
+    return row_weights(class_table(class_weight, counts, count), labels)
 
 
-def sample_weights(sample_weight: Any, n: int) -> np.ndarray:
-    """``sample_weight`` as ``(n,)`` float64 on the host: finite, non-negative, not all zero."""
-    host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
-    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
-        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
-    host = host.astype(np.float64)
-    if host.ndim == 2 and host.shape[1] == 1:
-        host = host[:, 0]
-    if host.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
-    if not np.all(np.isfinite(host)) or np.any(host < 0):
-        raise ValueError("sample_weight must hold finite weights >= 0")
-    return host
-
-
-CHUNK_ROWS = 1 << 20
-"""Rows of a memmap checked at a time (weights and labels are read, never copied whole)."""
+def label_count(out_features: int, *, binary: bool) -> int | None:
+    """How many class labels a network's targets can hold: 2 for one binary output, else its
+    outputs (None for several binary outputs, which ``class_weight`` refuses anyway)."""
+    if binary:
+        return 2 if out_features == 1 else None
+    return out_features
 
 
 def stream_weights(sample_weight: Any, n: int) -> np.ndarray:
-    """``sample_weight`` for ``n`` streamed rows: a ``(n,)`` host array or memmap view, never copied whole.
-
-    Checked as :func:`sample_weights` checks in-memory weights, ``CHUNK_ROWS`` rows at a time.
-    """
-    if isinstance(sample_weight, np.ndarray):
-        host = sample_weight
-    else:
-        host = np.asarray(to_numpy(sample_weight) if hasattr(sample_weight, "shape") else sample_weight)
-    if host.dtype.kind not in "iuf" or host.dtype == np.bool_:
-        raise ValueError(f"sample_weight must be numbers, got dtype {host.dtype}")
-    if host.ndim == 2 and host.shape[1] == 1:
-        host = host[:, 0]
-    if host.shape != (n,):
-        raise ValueError(f"sample_weight must have shape ({n},), one weight per sample, got {host.shape}")
-    for i in range(0, n, CHUNK_ROWS):
-        part = np.asarray(host[i : i + CHUNK_ROWS], dtype=np.float64)
-        if not np.all(np.isfinite(part)) or np.any(part < 0):
-            raise ValueError("sample_weight must hold finite weights >= 0")
-    if not any_positive(host):
+    """``sample_weight`` for ``n`` streamed rows: a ``(n,)`` host array or memmap view, never copied
+    whole, checked as in-memory weights are; not all zero."""
+    host = checks.sample_weights(sample_weight, n, copy=False)
+    if not checks.any_positive(host):
         raise ValueError("every sample has weight 0: nothing would be learned")
     return host
 
 
-def any_positive(weight: np.ndarray) -> bool:
-    """Whether some row of host ``weight`` (a memmap, say) is above 0, read ``CHUNK_ROWS`` at a time."""
-    return any(bool(np.any(weight[i : i + CHUNK_ROWS] > 0)) for i in range(0, len(weight), CHUNK_ROWS))
-
-
-def combined(sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool) -> np.ndarray | None:
-    """The product of the sample and class weights (None when neither is given)."""
+def combined(
+    sample_weight: Any, class_weight: Any, t: Array, n: int, *, binary: bool, outputs: int | None = None
+) -> np.ndarray | None:
+    """The product of the sample and class weights (None when neither is given), divided by the
+    largest (see :func:`normalized`); ``outputs`` (the network's) bounds ``class_weight``'s labels."""
     if sample_weight is None and class_weight is None:
         return None
-    weight = np.ones(n) if sample_weight is None else sample_weights(sample_weight, n)
+    weight = np.ones(n) if sample_weight is None else checks.sample_weights(sample_weight, n)
     if class_weight is not None:
-        weight = weight * class_weights(class_weight, labels_of(t, binary=binary))
+        count = None if outputs is None else label_count(outputs, binary=binary)
+        weight = weight * class_weights(class_weight, labels_of(t, binary=binary), count)
     if not np.any(weight > 0):
         raise ValueError("every sample has weight 0: nothing would be learned")
-    return weight
+    return normalized(weight)
+
+
+def normalized(weight: np.ndarray) -> np.ndarray:
+    """Float64 host weights scaled by the power of two that puts the largest in ``[0.5, 1)``.
+
+    Each batch's loss divides by its weights' sum, so a common factor changes
+    nothing; without it, weights near float32's limits (3e38, 1e-40) would
+    overflow a float32 sum or vanish when cast, and train nothing. A power of
+    two scales exactly (casts and sums round the same), so weights scaled for
+    the whole data and for one batch give that batch the same loss to the bit.
+    """
+    peak = float(weight.max(initial=0.0))
+    if not peak > 0:
+        return weight
+    return np.ldexp(weight, -int(np.frexp(peak)[1]))
 
 
 def split_fraction(validation_split: Any) -> float:

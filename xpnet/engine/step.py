@@ -5,31 +5,30 @@ layer state, the batch, sample weights, dropout masks, the step number and
 the learning rate) and returns the new arrays with the batch's loss and
 correct count. Nothing is read from or written to layer objects, so the same
 function runs eagerly (NumPy, torch, CuPy: in-place updates where ``inplace``)
-and traced under ``jax.jit`` (see :mod:`xpnet.backend.compile`).
+and traced under ``jax.jit``; each backend's engine (:mod:`xpnet.engine`)
+decides which.
 
-A :class:`Model` is the static part: the layers' math, the loss, the
-optimizer's rule and an optional gradient transform.
+A :class:`Model` is the static part, and the backend-free description every
+engine receives: the layers' math, the loss, the optimizer's rule and an
+optional gradient transform.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import Backend
-from ..backend.compile import make_inference, make_runner
 from ..nn.activations import get_activation
 from ..nn.layers import Layer
 from ..nn.losses import CategoricalCrossentropy, Loss
 from ..nn.metrics import correct_count
 from ..optim.optimizers import Optimizer
-from . import compiled, fusion
 
-T = TypeVar("T")
 Array = Any
 Params = list[dict[str, Array]]
 OptState = dict[str, dict[str, Array]]
@@ -81,13 +80,19 @@ class Model:
         object.__setattr__(self, "fused", wanted is not None and self.layers[-1].output_activation == wanted)
         first = next((i for i, t in enumerate(self.trainable) if t), len(self.layers))
         object.__setattr__(self, "first", first)
-        takes = "overwrite_grad" in inspect.signature(type(self.optimizer).update).parameters
+        takes = _takes_overwrite(type(self.optimizer).update)
         object.__setattr__(self, "spoils_grads", takes and self.transform is None)
 
     @property
     def binary(self) -> bool:
         """Whether accuracy thresholds each output (every loss but categorical cross-entropy)."""
         return not isinstance(self.loss, CategoricalCrossentropy)
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_overwrite(update: Callable[..., Any]) -> bool:
+    """Whether an optimizer's ``update`` takes ``overwrite_grad`` (read once per class)."""
+    return "overwrite_grad" in inspect.signature(update).parameters
 
 
 class StepResult(NamedTuple):
@@ -349,84 +354,7 @@ def initial_opt_state(model: Model, params: Params, opt_state: OptState, xp: Any
     return full
 
 
-def runner(model: Model, backend: Backend, compile: bool | None, *, share: bool = False) -> Any:
-    """The backend's runner (:mod:`xpnet.backend.compile`) for ``model``'s step.
-
-    ``share=True`` (only for a model whose transform follows from its
-    optimizer's configuration): on JAX, one compiled runner serves every
-    model of the same structure (:mod:`xpnet.train.compiled`).
-    """
-    if share and compiles(backend, compile):
-        return per_structure(("train", compile), model, backend, lambda m: _runner(m, backend, compile))
-    return _runner(model, backend, compile)
-
-
-def per_structure(kind: Any, model: Model, backend: Backend, make: Callable[[Model], T]) -> T:
-    """``make(model)``, or on a model of xpnet's own classes the one ``make(detached(model))``
-    of its structure and ``kind`` that the process keeps (:mod:`xpnet.train.compiled`)."""
-    if not compiled.ours(model.layers, model.loss, model.optimizer):
-        return make(model)
-    return compiled.shared((kind, backend, structure(model)), lambda: make(detached(model)))
-
-
-def compiles(backend: Backend, compile: bool | None) -> bool:
-    """Whether ``backend`` runs the step compiled for this ``compile`` setting (JAX unless False)."""
-    return backend.name == "jax" and compile is not False
-
-
 def detached(model: Model) -> Model:
     """``model`` with :meth:`~xpnet.nn.layers.Layer.detached` layers and optimizer: no arrays."""
     layers = tuple(layer.detached() for layer in model.layers)
     return Model(layers, model.loss, model.optimizer.detached(), model.transform, model.trainable)
-
-
-def _runner(model: Model, backend: Backend, compile: bool | None) -> Any:
-    xp = backend.xp
-
-    def run_step(params: Params, opt_state: OptState, states: LayerState, *args: Any, **options: Any) -> Any:
-        return train_step(model, params, opt_state, states, *args, **options)
-
-    def prepare(carry: Any) -> Any:
-        params, opt_state, states = carry
-        return params, initial_opt_state(model, params, opt_state, xp), states
-
-    plan = fusion.numpy_plan(model) if backend.name == "numpy" else None
-    return make_runner(backend, run_step, compile=compile, prepare=prepare, numpy_plan=plan)
-
-
-def inference(layers: Sequence[Layer], backend: Backend, compile: bool | None) -> Any:
-    """The pure forward pass of ``predict`` and ``evaluate``, run by :mod:`xpnet.backend.compile`.
-
-    Called ``run(params, layer_state, x, keep_cache=...)``; returns the
-    output and, with ``keep_cache``, the last layer's cache (else None).
-    """
-    layers = tuple(layers)
-    if compiles(backend, compile) and compiled.ours(layers):
-        key = ("inference", backend, compile, _layer_structure(layers))
-        detached = tuple(layer.detached() for layer in layers)
-        return compiled.shared(key, lambda: _inference(detached, backend, compile))
-    return _inference(layers, backend, compile)
-
-
-def _inference(layers: tuple[Layer, ...], backend: Backend, compile: bool | None) -> Any:
-    def run(params: Params, states: LayerState, x: Array, *, xp: Any, keep_cache: bool) -> tuple[Array, Any]:
-        out, caches, _ = forward(layers, params, states, x, training=False, xp=xp, keep_caches=False)
-        return out, caches[-1] if keep_cache else None
-
-    return make_inference(backend, run, compile=compile)
-
-
-def signature(model: Model) -> tuple[Any, ...]:
-    """What a compiled step depends on besides array shapes (the learning rate is an argument)."""
-    config = {k: v for k, v in model.optimizer.get_config().items() if k != "learning_rate"}
-    return (type(model.optimizer), repr(config), repr(model.loss), tuple(map(repr, model.layers)))
-
-
-def structure(model: Model) -> tuple[Any, ...]:
-    """:func:`signature` plus what a shared step also depends on: layer dtypes and which layers train."""
-    return (*signature(model), model.trainable, _layer_structure(model.layers))
-
-
-def _layer_structure(layers: Sequence[Layer]) -> tuple[Any, ...]:
-    """Each layer's class, configuration and dtype (a block's inner layers are in its ``repr``)."""
-    return tuple((type(layer), repr(layer), str(layer.dtype)) for layer in layers)
