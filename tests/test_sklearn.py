@@ -248,3 +248,23 @@ def test_partial_fit_weights_rows_like_repeating_them():
     assert stopped.n_iter_ <= 5
     with pytest.raises(ValueError, match="sample_weight"):
         stopped.fit(X, labels, sample_weight=np.ones(29))
+
+
+def test_estimators_encode_dataframes_with_text_columns_and_gaps():
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    town = rng.choice(["north", "south"], size=200)
+    frame = pd.DataFrame({"x": x, "town": town})
+    frame.loc[5, "x"] = np.nan
+    labels = np.where(np.nan_to_num(x) + (town == "north") > 0.5, "yes", "no")
+    clf = XPNetClassifier(hidden_layer_sizes=(16,), epochs=30, learning_rate=0.01, random_state=0)
+    clf.fit(frame, labels)
+    assert clf.encoder_.names == ["x", "town"] and clf.score(frame, labels) > 0.85
+    reg = XPNetRegressor(hidden_layer_sizes=(16,), epochs=30, learning_rate=0.01, random_state=0)
+    reg.fit(frame, 3 * np.nan_to_num(x) + (town == "north"))
+    assert reg.predict(frame.iloc[:3]).shape == (3,)
+    with pytest.raises(ValueError, match="must be a DataFrame with the columns"):
+        clf.predict(np.zeros((2, 2)))
+    numeric = XPNetRegressor(epochs=1, random_state=0).fit(frame[["x"]].fillna(0.0), x)
+    assert not hasattr(numeric, "encoder_")

@@ -40,10 +40,11 @@ from .train.callbacks import (
     ReduceLROnPlateau,
     TerminateOnNaN,
 )
-from .train.ensemble import KFoldEnsemble, kfold_ensemble
+from .train.ensemble import KFoldEnsemble, average_networks, kfold_ensemble
 from .train.history import History
 from .train.network import Network, load
 from .train.policy import POLICIES, DTypePolicy
+from .train.recipe import TabularRecipe, tabular_model
 
 __version__ = "0.1.0"
 
@@ -85,8 +86,10 @@ __all__ = [
     "RMSprop",
     "ReduceLROnPlateau",
     "Residual",
+    "TabularRecipe",
     "TerminateOnNaN",
     "available_backends",
+    "average_networks",
     "cosine_decay",
     "distributed",
     "exponential_decay",
@@ -98,6 +101,7 @@ __all__ = [
     "load",
     "schedules",
     "step_decay",
+    "tabular_model",
     "to_numpy",
     "warmup",
 ]

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from . import cli_stream
-from .backend import MATMUL_PRECISIONS, BackendUnavailableError, describe_backends, to_numpy
+from .backend import MATMUL_PRECISIONS, BackendUnavailableError, describe_backends, get_backend, to_numpy
 from .checkpoint import atomic_write_bytes
 from .cli_paths import check_outputs
-from .data import BUILTIN_DATASETS, TabularEncoder, TargetEncoder, load_dataset, read_table, train_test_split
+from .data import BUILTIN_DATASETS, TargetEncoder, load_dataset, read_table, train_test_split
+from .data.encoders import encoder_from_state
 from .data.tabular import EncodingNote
 from .nn.layers import Activation, Dense, Dropout, Layer
 from .nn.normalization import BatchNormalization
@@ -28,6 +29,7 @@ from .train.ensemble import KFoldEnsemble, Member, kfold_ensemble
 from .train.history import plot_histories
 from .train.network import Network, load
 from .train.policy import POLICIES
+from .train.recipe import regime, tabular_model
 
 EXAMPLES = """examples:
   xpnet train digits                          # built-in data, held-out accuracy, model.safetensors
@@ -170,7 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     labels = encoder.transform(frame[target]) if classification else frame[target].to_numpy(np.float64)
     k = len(encoder.classes)
     train, test, fit, stop = _rows(labels, k, args, settings["patience"], classification)
-    folds = _folds(args.folds, len(train), k, settings["patience"])
+    if args.fast and args.folds is not None:
+        raise UserError("--fast trains one network; leave out --folds, or --fast")
+    folds = 1 if args.fast else _folds(args.folds, len(train), k, settings["patience"])
     if decays is not None and len(decays) > 1 and folds == 1:
         raise UserError("choosing among several --weight-decay values needs --folds 2 or more")
     if decays is None:
@@ -182,7 +186,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         else f"{len(labels)} rows, no held-out part"
     )
     intro = f"Training on {args.data}: {split}, {features.shape[1]} columns, {what}"
-    if folds > 1:
+    if _recipe_applies(args, len(train)):
+        net, histories, names = _recipe(args, frame.iloc[train], target, encoder, intro)
+    elif folds > 1:
         result = _ensemble(args, settings, encoder, features.iloc[train], labels[train], folds, decays, intro)
         net = result.network
         histories = [m.history for m in result.chosen()]
@@ -220,6 +226,44 @@ def cmd_train(args: argparse.Namespace) -> int:
         plot_histories(histories, names, args.plot)
         _say(f"saved {args.plot}", args.quiet)
     return 0
+
+
+CUSTOM_FLAGS = (
+    "hidden", "activation", "epochs", "patience", "batch_size", "lr", "weight_decay", "folds",
+)  # fmt: skip
+"""Flags that shape the configurable network: given any, ``train`` trains it instead of the recipe."""
+
+
+def _recipe_applies(args: argparse.Namespace, rows: int) -> bool:
+    """Whether ``train`` runs the default recipe's ensemble (:func:`xpnet.tabular_model`) on ``rows`` rows."""
+    custom = [name for name in CUSTOM_FLAGS if getattr(args, name) is not None]
+    plain = (
+        args.optimizer == "adam" and not args.batch_norm and not args.dropout and args.shortcut == "linear"
+    )
+    builtin = str(args.data).lower() in DATASET_DEFAULTS
+    return not (args.fast or custom or not plain or builtin) and regime(rows) == "ensemble"
+
+
+def _recipe(
+    args: argparse.Namespace, frame: Any, target: str, encoder: TargetEncoder, intro: str
+) -> tuple[Network, list[Any], list[str]]:
+    """The default recipe's ensemble trained on the training rows, with its histories for ``--plot``."""
+    probe = get_backend(args.backend, args.device)
+    _say(f"{intro}; backend {probe.name} ({probe.device}), {args.dtype}", args.quiet)
+    histories: list[Any] = []
+    net = tabular_model(
+        frame,
+        target,
+        task=encoder.task,
+        seed=args.seed,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        class_weight=_class_weight(args, encoder.task == "classification"),
+        verbose=0 if args.quiet else 1,
+        histories=histories,
+    )
+    return net, histories, [f"(network {i + 1})" for i in range(len(histories))]
 
 
 def _fit_one(
@@ -548,7 +592,7 @@ def _overflow(net: Network, rows: Any) -> str:
     state = net.metadata.get("encoder")
     if state is None:
         return why
-    encoder = TabularEncoder.from_state(state)
+    encoder = encoder_from_state(state)
     encoded = np.abs(encoder.transform(rows))
     column = int(np.argmax(encoded.max(axis=0)))
     return (
@@ -695,6 +739,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="class_weight",
         choices=["balanced"],
         help="weigh classes by inverse frequency (scikit-learn's 'balanced')",
+    )
+    train.add_argument(
+        "--fast",
+        action="store_true",
+        help="one network of 100 ReLU units stopped on a held-back tenth, in seconds, instead of the "
+        f"default: a {FOLDS}-fold ensemble of such networks on tables of at most {SMALL_TABLE:,} training "
+        "rows, else an ensemble of 3 wider networks on robustly scaled, binned features "
+        "(xpnet.tabular_model)",
     )
     train.add_argument("--plot", help="also save loss/metric curves to this PNG")
     train.add_argument("--quiet", action="store_true", help="print only the final metrics")

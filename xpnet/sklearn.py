@@ -19,6 +19,8 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from .backend import to_numpy
 from .data.datasets import train_test_split
+from .data.encoders import default_encoder
+from .data.tabular import is_dataframe, needs_encoding
 from .nn.layers import Dense
 from .optim.optimizers import get_optimizer
 from .train.callbacks import EarlyStopping
@@ -130,6 +132,25 @@ class _XPNetEstimator(BaseEstimator):
             seed=_seed(self.random_state),
         )
 
+    def _encode(self, X: Any, reset: bool) -> Any:
+        """A DataFrame with text, categorical or boolean columns or gaps as encoded numbers.
+
+        The first ``fit`` fits :func:`~xpnet.data.encoders.default_encoder` on
+        it (above 1,000 rows robust scaling, smooth clipping, quantile bins;
+        one-hot), kept as ``encoder_``; later calls encode with it. Other
+        inputs pass unchanged.
+        """
+        if reset:
+            self.__dict__.pop("encoder_", None)
+            if is_dataframe(X) and (needs_encoding(X) or bool(X.isna().to_numpy().any())):
+                self.encoder_ = default_encoder(len(X)).fit(X)
+        encoder = getattr(self, "encoder_", None)
+        if encoder is None:
+            return X
+        if not is_dataframe(X):
+            raise ValueError(f"X must be a DataFrame with the columns {encoder.names}, as in fit")
+        return encoder.transform(X)
+
     def _check_stopping(self) -> None:
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
@@ -207,7 +228,7 @@ class _XPNetEstimator(BaseEstimator):
 
     def _outputs(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "network_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
+        X = validate_data(self, self._encode(X, reset=False), reset=False, dtype=np.float64)
         return to_numpy(self.network_.predict(X)).astype(np.float64)
 
 
@@ -252,6 +273,11 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
         The class labels seen in ``fit``.
     network_ : Network
         The trained network.
+    encoder_ : TabularEncoder or RobustTabularEncoder
+        Only after ``fit`` on a DataFrame with text, categorical or boolean
+        columns or gaps: how its columns become numbers (see
+        :func:`xpnet.data.encoders.default_encoder`); ``predict`` then takes
+        such DataFrames too.
     loss_curve_ : list of float
         Training loss per epoch.
     """
@@ -261,7 +287,7 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
         X, _ = _on_host(X)
         y, _ = _on_host(y)
         first = not (self.warm_start and hasattr(self, "network_"))
-        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        X, y = validate_data(self, self._encode(X, first), y, dtype=np.float64, reset=first)
         sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
         if first:
@@ -282,7 +308,7 @@ class XPNetClassifier(ClassifierMixin, _XPNetEstimator):
                 "class_weight='balanced' is computed from all of y, which partial_fit never sees; "
                 "pass a dict {label: weight} instead"
             )
-        X, y = validate_data(self, X, y, dtype=np.float64, reset=first)
+        X, y = validate_data(self, self._encode(X, first), y, dtype=np.float64, reset=first)
         sample_weight = _weights(sample_weight, X)
         check_classification_targets(y)
         if first:
@@ -370,6 +396,7 @@ class XPNetRegressor(RegressorMixin, _XPNetEstimator):
     def _fit(self, X: Any, y: Any, epochs: int, reset: bool, sample_weight: Any) -> None:
         X, _ = _on_host(X)
         y, _ = _on_host(y)
+        X = self._encode(X, reset)
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True, multi_output=True, reset=reset)
         if self.class_weight is not None:
             raise ValueError("class_weight applies to XPNetClassifier, not to a regressor")

@@ -1,4 +1,4 @@
-"""Data helpers: built-in datasets, CSV reading, the tabular encoder, splits and scaling; batch sources
+"""Data helpers: built-in datasets, CSV reading, the tabular encoders, splits and scaling; batch sources
 that stream."""
 
 from .csvfiles import read_csv, read_features, read_table
@@ -11,6 +11,7 @@ from .datasets import (
     standardization,
     train_test_split,
 )
+from .encoders import RobustTabularEncoder, encoder_from_state
 from .streams import (
     ArraySource,
     Batch,
@@ -35,11 +36,13 @@ __all__ = [
     "IterableSource",
     "ParquetSource",
     "Prefetcher",
+    "RobustTabularEncoder",
     "TabularEncoder",
     "TargetEncoder",
     "as_source",
     "device_converter",
     "encode_labels",
+    "encoder_from_state",
     "from_npy",
     "kfold",
     "load_dataset",

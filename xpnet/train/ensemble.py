@@ -218,6 +218,21 @@ def _train(
     return Member(fold, decay, float(stopper.best), best + 1, net.epoch, history)
 
 
+def average_networks(members: Sequence[Network], metadata: dict[str, Any] | None = None) -> Network:
+    """One network averaging trained ``members`` (alike: same layers, loss, backend and dtype).
+
+    The members' layers are taken over (not copied) into a
+    :class:`~xpnet.Parallel` block; a final :class:`~xpnet.Activation` they
+    share is applied once, after the average of their logits. The result has
+    the first member's loss, optimizer settings and seed, and ``metadata``
+    (default: the first member's).
+    """
+    if not members:
+        raise ValueError("average_networks needs at least one network")
+    first = members[0]
+    return _average(list(members), first, first.metadata if metadata is None else metadata)
+
+
 def _average(members: list[Network], blank: Network, metadata: dict[str, Any]) -> Network:
     """One network averaging ``members`` (their trained layers, taken over) with ``blank``'s settings."""
     final = members[0].layers[-1]
@@ -235,7 +250,7 @@ def _average(members: list[Network], blank: Network, metadata: dict[str, Any]) -
     net = Network(
         layers,
         loss=blank.loss,
-        optimizer=blank.optimizer,
+        optimizer=blank.optimizer.detached(),
         backend=blank.backend,
         dtype=blank.policy,
         seed=blank.seed,

@@ -127,8 +127,9 @@ class Trainer:
             0 silent, 1 a progress bar per epoch, 2 one line per epoch.
         preprocess : {None, "auto", "always"}
             ``"auto"``: a DataFrame with text, categorical, boolean columns or
-            gaps is encoded by a fitted :class:`~xpnet.data.tabular.TabularEncoder`
-            (``"always"``: every DataFrame), and a regression target is
+            gaps is encoded by a fitted :func:`~xpnet.data.encoders.default_encoder`
+            (above 1,000 rows robust scaling, smooth clipping, quantile bins;
+            one-hot; ``"always"``: every DataFrame), and a regression target is
             standardized, ``predict`` answering in its units. Both are saved
             with the network (see :mod:`xpnet.train.inputs`).
 

@@ -9,8 +9,9 @@ network). These keys of ``net.metadata`` change what the network does:
     ``fit``, ``predict`` or ``evaluate`` is matched to them by name (a missing
     one is a ValueError naming it; extra columns are ignored).
 ``"encoder"``
-    A :class:`xpnet.data.tabular.TabularEncoder` state: DataFrames are encoded
-    by it (impute, standardize, one-hot) before ``input_scaling``.
+    A :class:`xpnet.data.tabular.TabularEncoder` or
+    :class:`xpnet.data.encoders.RobustTabularEncoder` state: DataFrames are
+    encoded by it (impute, scale, bin, one-hot) before ``input_scaling``.
 ``"target_scaling"``
     ``{"mean", "scale"}`` of a regression target: targets given to ``fit`` and
     ``evaluate`` are standardized with it, and ``predict`` answers
@@ -30,6 +31,7 @@ import numpy as np
 
 from ..backend import Array, to_numpy
 from ..data import labels
+from ..data.encoders import default_encoder, encoder_from_state
 from ..data.tabular import TabularEncoder, is_dataframe, needs_encoding
 from ..nn.shapes import parameter_count
 from . import checks
@@ -163,7 +165,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
 
     A DataFrame's column names are remembered. With ``preprocess="auto"`` a
     DataFrame with non-numeric columns or gaps is given a fitted
-    :class:`~xpnet.data.tabular.TabularEncoder` (``"always"``: any DataFrame),
+    :func:`~xpnet.data.encoders.default_encoder` (``"always"``: any DataFrame),
     and a regression target its scaling. What is already recorded (a network
     fitted before, or loaded) is kept, so training continues on the same scale.
     The target's mean and spread weigh rows by ``sample_weight``, as the loss does.
@@ -178,7 +180,7 @@ def prepare(net: Any, X: Any, y: Any, preprocess: str | None, sample_weight: Any
     if is_dataframe(X) and "encoder" not in meta:
         gaps = bool(X.isna().to_numpy().any())
         if preprocess == "always" or gaps or needs_encoding(X):
-            meta["encoder"] = TabularEncoder().fit(X).get_state()
+            meta["encoder"] = default_encoder(len(X)).fit(X).get_state()
     if not net.loss.classification and y is not None and "target_scaling" not in meta:
         values = np.asarray(to_numpy(y) if not hasattr(y, "to_numpy") else y.to_numpy(), dtype=np.float64)
         weight = _row_weights(sample_weight, len(values))
@@ -216,7 +218,7 @@ def table(net: Any, X: Any, name: str) -> Any:
     if "encoder" in meta:
         if not is_dataframe(X):
             raise ValueError(f"{name} must be a DataFrame with the columns {names}: the network encodes them")
-        encoder = TabularEncoder.from_state(meta["encoder"])
+        encoder = encoder_from_state(meta["encoder"])
         return _in_range(encoder, encoder.transform(X), net.dtype, name)
     if is_dataframe(X):
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if getattr(t, "kind", "O") not in "biuf"]

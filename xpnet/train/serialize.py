@@ -22,7 +22,7 @@ import numpy as np
 from ..backend import to_numpy
 from ..checkpoint import TensorSpecs, loads_json
 from ..data import labels
-from ..data.tabular import TabularEncoder
+from ..data.encoders import encoder_from_state
 from ..nn.layers import LAYERS, Layer
 from ..nn.losses import Loss, get_loss
 from ..nn.shapes import parameter_shapes, state_shapes
@@ -404,7 +404,7 @@ def _metadata(value: Any, in_features: int, out_features: int, loss: Loss, dtype
 
 def _encoder(state: Any, names: list[Any] | None, in_features: int) -> None:
     try:
-        encoder = TabularEncoder.from_state(state)
+        encoder = encoder_from_state(state)
     except ValueError as exc:
         raise ValueError(f"the model's encoder is invalid: {exc}") from None
     if encoder.width != in_features:
