@@ -320,7 +320,8 @@ def run_handwritten(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[], N
     return repeat
 
 
-def run_torch(cfg: Config, X: np.ndarray, y: np.ndarray, device: str) -> Callable[[], None]:
+def _torch_setup(cfg: Config, X: np.ndarray, y: np.ndarray, device: str) -> tuple[Any, Any, Any, Any]:
+    """The torch model with the shared initial weights, its loss, and the data on ``device``."""
     import torch
 
     torch.manual_seed(0)
@@ -336,9 +337,16 @@ def run_torch(cfg: Config, X: np.ndarray, y: np.ndarray, device: str) -> Callabl
     model = torch.nn.Sequential(*layers).to(device)
     binary = cfg.name == "tiny"
     loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.CrossEntropyLoss()
-    opt = (torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=cfg.lr)
     Xt = torch.from_numpy(X).to(device)
     yt = torch.from_numpy(y.astype(np.float32).reshape(-1, 1) if binary else y).to(device)
+    return model, loss_fn, Xt, yt
+
+
+def run_torch(cfg: Config, X: np.ndarray, y: np.ndarray, device: str) -> Callable[[], None]:
+    import torch
+
+    model, loss_fn, Xt, yt = _torch_setup(cfg, X, y, device)
+    opt = (torch.optim.SGD if cfg.optimizer == "sgd" else torch.optim.Adam)(model.parameters(), lr=cfg.lr)
     rng = np.random.default_rng(0)
 
     def epoch() -> None:
@@ -369,25 +377,11 @@ def run_torch_cudagraph(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[
     import torch
 
     device = "cuda"
-    torch.manual_seed(0)
-    layers: list[torch.nn.Module] = []
-    for (w, b), last in zip(initial_weights(cfg), [False] * (len(cfg.sizes) - 2) + [True]):
-        linear = torch.nn.Linear(*w.shape)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(w.T.copy()))
-            linear.bias.copy_(torch.from_numpy(b))
-        layers.append(linear)
-        if not last:
-            layers.append(torch.nn.ReLU() if cfg.hidden == "relu" else torch.nn.Tanh())
-    model = torch.nn.Sequential(*layers).to(device)
-    binary = cfg.name == "tiny"
-    loss_fn = torch.nn.BCEWithLogitsLoss() if binary else torch.nn.CrossEntropyLoss()
+    model, loss_fn, Xt, yt = _torch_setup(cfg, X, y, device)
     if cfg.optimizer == "sgd":
         opt: Any = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, capturable=True)
-    Xt = torch.from_numpy(X).to(device)
-    yt = torch.from_numpy(y.astype(np.float32).reshape(-1, 1) if binary else y).to(device)
     n, batch = len(X), min(cfg.batch, len(X))
     index = torch.zeros(batch, dtype=torch.long, device=device)
 

@@ -27,9 +27,8 @@ OPTIMIZERS = {
 }
 
 
-@pytest.fixture
-def fused_numpy(monkeypatch):
-    """NumPy's engine running the fused runner on the reference kernels, counting its fused epochs."""
+def count_fused_epochs(monkeypatch):
+    """A list that gets an entry for every fused epoch (``Session.epoch``) run from now on."""
     epochs = []
     plain = fused.Session.epoch
 
@@ -37,12 +36,20 @@ def fused_numpy(monkeypatch):
         epochs.append(1)
         return plain(session, epoch)
 
+    monkeypatch.setattr(fused.Session, "epoch", counted)
+    return epochs
+
+
+@pytest.fixture
+def fused_numpy(monkeypatch):
+    """NumPy's engine running the fused runner on the reference kernels, counting its fused epochs."""
+
     def runner(engine, model):
         return FusedRunner(engine.backend, engine._step_function(model), plan_of(model), NumpyKernels)
 
     cache.clear()
     monkeypatch.setattr(NumpyEngine, "_runner", runner)
-    monkeypatch.setattr(fused.Session, "epoch", counted)
+    epochs = count_fused_epochs(monkeypatch)
     yield epochs
     cache.clear()
 

@@ -10,9 +10,10 @@ import threading
 
 import numpy as np
 import pytest
+from test_fused import count_fused_epochs
 
 import xpnet as xn
-from xpnet.engine import cache, fused
+from xpnet.engine import cache
 from xpnet.engine.cupy_engine import CupyEngine
 from xpnet.engine.fused import FusedRunner
 from xpnet.engine.fused_numpy import NumpyKernels
@@ -58,15 +59,8 @@ def _targets(loss):
 
 @pytest.fixture
 def counted(monkeypatch):
-    epochs = []
-    plain = fused.Session.epoch
-
-    def count(session, epoch):
-        epochs.append(1)
-        return plain(session, epoch)
-
-    monkeypatch.setattr(fused.Session, "epoch", count)
-    return epochs
+    """The fused epochs that ran (each a ``Session.epoch``)."""
+    return count_fused_epochs(monkeypatch)
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
