@@ -79,18 +79,18 @@ def test_a_new_epoch_count_compiles_nothing_new(backend):
     net.fit(X, Y, epochs=200, batch_size=8, verbose=0)
     compiled = net._runner()._epochs
     shapes = compiled._cache_size()
-    for count in (500, 201, 257, 64, 9, 2, 1):  # all held by the span that 200 compiled (256)
+    for count in (500, 201, 1025, 64, 9, 2, 1):  # all held by the span that 200 compiled (1024)
         net.fit(X, Y, epochs=count, batch_size=8, verbose=0)
     assert compiled._cache_size() == shapes
-    assert net.epoch == 200 + 500 + 201 + 257 + 64 + 9 + 2 + 1
+    assert net.epoch == 200 + 500 + 201 + 1025 + 64 + 9 + 2 + 1
 
 
 def test_spans_fit_their_inputs():
     assert jax_epochs.span_for(1, 10) == 1
-    assert jax_epochs.span_for(200, 10) == 256
-    assert jax_epochs.span_for(5000, 10) == 4096  # the caller asks again for the rest
-    big = jax_epochs.INPUT_LIMIT // 100  # per-epoch inputs for which only spans of 1 and 16 fit
-    assert jax_epochs.span_for(60, big) == 16
+    assert jax_epochs.span_for(200, 10) == 1024
+    assert jax_epochs.span_for(5000, 10) == 1024  # the caller asks again for the rest
+    big = jax_epochs.INPUT_LIMIT // 100  # per-epoch inputs for which only spans of 1 and 32 fit
+    assert jax_epochs.span_for(60, big) == 32
 
 
 def _child(cache: str, code: str) -> str:

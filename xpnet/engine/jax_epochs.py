@@ -26,7 +26,7 @@ import numpy as np
 from ..backend import Backend
 from .epochs import Array, Carry, Epoch, EpochPlan, Report, StepFunction
 
-SPANS = (1, 16, 256, 4096)
+SPANS = (1, 32, 1024)
 """The numbers of epochs a compiled call holds: at most these shapes are compiled per structure
 and data set, whatever epoch counts ``fit`` is given."""
 INPUT_LIMIT = 1 << 22
