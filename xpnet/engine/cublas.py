@@ -15,6 +15,7 @@ memory, with no copy.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -54,13 +55,11 @@ def _candidates() -> list[str]:
         names.append(found)
     for root in (os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"):
         names += sorted(glob.glob(os.path.join(root, "lib64", "libcublas.so*")))
-    try:
+    with contextlib.suppress(ImportError):
         import nvidia.cublas  # the wheel CuPy's CUDA 12/13 builds depend on
 
         for path in nvidia.cublas.__path__:
             names += sorted(glob.glob(os.path.join(path, "lib", "libcublas.so*")))
-    except ImportError:
-        pass
     return names
 
 
