@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_session.sh smoke   # ~4 min: device facts, the fused runner's GPU tests,
 #                                          #   mnist and tiny speed, the first fit cold and warm
 #   bash benchmarks/gpu_session.sh full    # ~9 min: the whole suite on cupy, every speed config
-#                                          #   beside torch (eager, CUDA graph) and jax-scan, a profile
+#                                          #   beside torch (eager, CUDA graph) and jax-scan, and the
+#                                          #   dtype policies and TF32 beside torch autocast (issue 20)
 #
 # Each phase keeps going past failures so one run brings back everything it can.
 set -u
@@ -29,13 +30,13 @@ first_use() {
   cold=$(mktemp -d)
   for label in cold warm; do
     start=$(date +%s%N)
-    CUPY_CACHE_DIR=$cold timeout 120 python3 -m xpnet train digits --backend cupy --quiet \
+    CUPY_CACHE_DIR=$cold timeout 60 python3 -m xpnet train digits --backend cupy --quiet \
       --out "$(mktemp -d)/m.safetensors" >/dev/null 2>&1
     status=$?
     echo "xpnet train digits --backend cupy, $label kernel cache: exit $status in" \
       "$(( ($(date +%s%N) - start) / 1000000 )) ms"
   done
-  timeout 120 python3 benchmarks/first_fit.py --backend cupy --repeats 2
+  timeout 60 python3 benchmarks/first_fit.py --backend cupy --repeats 2
 }
 
 case "$phase" in
@@ -53,16 +54,18 @@ case "$phase" in
     ;;
   full)
     device_facts >"$out/device.txt" 2>&1
-    timeout 330 python3 -m pytest -q -p no:cacheprovider -rfE -n 8 tests --backend cupy \
+    timeout 280 python3 -m pytest -q -p no:cacheprovider -rfE -n 8 tests --backend cupy \
       --junitxml "$out/cupy-tests.xml" >"$out/cupy-tests.log" 2>&1
     echo "pytest exit $?" >>"$out/cupy-tests.log"
-    timeout 180 python3 benchmarks/speed.py --backend cupy jax --configs mnist adam tiny wide gpu \
+    timeout 150 python3 benchmarks/speed.py --backend cupy jax --configs mnist adam tiny wide gpu \
       --repeats 3 >"$out/speed.log" 2>&1
     echo "speed exit $?" >>"$out/speed.log"
-    timeout 40 python3 -m cProfile -s tottime examples/gpu.py --backend cupy --epochs 2 \
-      >"$out/profile.txt" 2>&1
+    timeout 100 python3 benchmarks/precision.py speed --backend cupy --configs gpu wide --repeats 3 \
+      --peers cuda --memory >"$out/precision.log" 2>&1
+    echo "precision exit $?" >>"$out/precision.log"
     tail -n 25 "$out/cupy-tests.log"
     grep -v '^{' "$out/speed.log" | tail -n 45
+    grep -v '^{' "$out/precision.log" | tail -n 25
     ;;
   *)
     echo "unknown phase '$phase': expected smoke or full" >&2

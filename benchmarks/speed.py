@@ -409,7 +409,8 @@ def run_torch_cudagraph(cfg: Config, X: np.ndarray, y: np.ndarray) -> Callable[[
         for start in range(0, full, batch):
             index.copy_(order[start : start + batch])
             graph.replay()
-        if full < n:  # the ragged last batch, eagerly (its grads land where the graph's do)
+        if full < n:  # the ragged last batch, eagerly, into the graph's gradients (zeroed: backward adds)
+            opt.zero_grad(set_to_none=False)
             step(order[full:])
 
     epoch()

@@ -130,10 +130,11 @@ def test_the_gpu_kernels_equal_the_reference_kernels(backend, loss):
     w = RNG.uniform(0, 1, 20)
     outputs = []
     for kernels, to in ((gpu, cupy.asarray), (cpu, np.asarray)):
-        scale, grad = to(np.zeros((20, 1))), to(np.zeros((20, 3)))
+        scales, grad = to(np.zeros((2, 10, 1))), to(np.zeros((20, 3)))
+        scale = scales.reshape(20, 1)
         terms, hits = to(np.zeros(20)), to(np.zeros(20))
         with kernels.scope():
-            kernels.row_scale(to(w), 3, scale)
+            kernels.row_scale(to(w.reshape(2, 10)), 3, scales)
             kernels.loss(
                 loss.replace("cross_entropy", "categorical_crossentropy").replace(
                     "logloss", "binary_crossentropy"

@@ -49,18 +49,37 @@ def library() -> Any:
 
 
 def _candidates() -> list[str]:
-    names = [f"libcublas.so.{v}" for v in (13, 12, 11)] + ["libcublas.so"]
+    """Where libcublas may be, best first: the copy CuPy mapped into this process, the one
+    cuda-pathfinder finds (CUDA 13 wheels keep it under ``nvidia/cu13/lib``), then by name."""
+    with contextlib.suppress(Exception):  # CuPy absent or built without cuBLAS: the other places
+        import cupy_backends.cuda.libs.cublas  # noqa: F401  (maps CuPy's libcublas)
+    names = mapped("libcublas.so")
+    with contextlib.suppress(Exception):
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        names.append(load_nvidia_dynamic_lib("cublas").abs_path)
+    names += [f"libcublas.so.{v}" for v in (13, 12, 11)] + ["libcublas.so"]
     found = ctypes.util.find_library("cublas")
     if found:
         names.append(found)
     for root in (os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"):
         names += sorted(glob.glob(os.path.join(root, "lib64", "libcublas.so*")))
     with contextlib.suppress(ImportError):
-        import nvidia.cublas  # the wheel CuPy's CUDA 12/13 builds depend on
+        import nvidia  # the wheels CuPy's CUDA 12/13 builds depend on
 
-        for path in nvidia.cublas.__path__:
-            names += sorted(glob.glob(os.path.join(path, "lib", "libcublas.so*")))
-    return names
+        for path in nvidia.__path__:
+            names += sorted(glob.glob(os.path.join(path, "*", "lib", "libcublas.so*")))
+    return [name for name in names if name]
+
+
+def mapped(prefix: str, maps: str = "/proc/self/maps") -> list[str]:
+    """The paths of the shared libraries named ``prefix...`` that this process has mapped (Linux)."""
+    try:
+        with open(maps) as lines:
+            paths = [line.split(None, 5)[-1].strip() for line in lines if prefix in line]
+    except OSError:
+        return []
+    return sorted({path for path in paths if os.path.basename(path).startswith(prefix)})
 
 
 def _check(status: int, what: str) -> None:

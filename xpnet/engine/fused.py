@@ -67,7 +67,8 @@ class Kernels(Protocol):
         """``out = a * b`` (a dropout mask already scaled by ``1 / (1 - rate)``)."""
 
     def row_scale(self, w: Array, per_sample: int, out: Array) -> None:
-        """``out[i] = w[i] / (per_sample * sum(w))`` (0 everywhere when the weights sum to 0)."""
+        """Each step's loss scales: ``out[s, i, 0] = w[s, i] / (per_sample * sum(w[s]))`` for row
+        weights ``w`` of shape ``(steps, batch)`` (0 for a step whose weights sum to 0)."""
 
     def loss(
         self,

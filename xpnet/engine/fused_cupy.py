@@ -32,6 +32,8 @@ from .flat import Packing
 THREADS = 256
 BLOCKS = 4096
 """Grid of the elementwise kernels (each loops over its elements)."""
+ROW_GROUPS = 16
+"""Rows a column sum's block reads at once (its block: 32 columns x this many rows)."""
 ACTIVATIONS = {
     "linear": "v",
     "relu": "(v != v || v > (T)0) ? v : (T)0",
@@ -77,17 +79,25 @@ extern "C" __global__ void multiply(const T* a, const T* b, long long n, T* out)
 }
 
 extern "C" __global__ void col_sum(const T* a, int rows, int cols, T* out) {
-    __shared__ T part[256];
-    for (int c = blockIdx.x; c < cols; c += gridDim.x) {
-        T s = 0;
-        for (int r = threadIdx.x; r < rows; r += blockDim.x) s += a[(long long)r * cols + c];
-        T total = block_sum(s, part);
-        if (threadIdx.x == 0) out[c] = total;
+    // a block of 32 columns x ROW_GROUPS rows: each warp reads 32 neighbouring columns of a row
+    __shared__ T part[ROW_GROUPS][33];
+    int c = blockIdx.x * 32 + threadIdx.x;
+    T s = 0;
+    if (c < cols) for (int r = threadIdx.y; r < rows; r += ROW_GROUPS) s += a[(long long)r * cols + c];
+    part[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        T total = 0;
+        for (int g = 0; g < ROW_GROUPS; ++g) total += part[g][threadIdx.x];
+        out[c] = total;
     }
 }
 
-extern "C" __global__ void row_scale(const T* w, int n, T per_sample, T* out) {
+extern "C" __global__ void row_scale(const T* w_all, int n, T per_sample, T* out_all) {
+    // one block per step: its n row weights over their sum
     __shared__ T part[256];
+    const T* w = w_all + (long long)blockIdx.x * n;
+    T* out = out_all + (long long)blockIdx.x * n;
     T s = 0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) s += w[i];
     T total = block_sum(s, part);
@@ -171,7 +181,8 @@ extern "C" __global__ void increment(T* step) { step[0] += (T)1; }
 
 def source(dtype: str, optimizer: Any) -> str:
     """The whole module for ``dtype`` (``"float32"`` or ``"float64"``) and a plan's optimizer."""
-    parts = ["#define T " + ("float" if dtype == "float32" else "double"), _COMMON]
+    t = "float" if dtype == "float32" else "double"
+    parts = [f"#define T {t}\n#define ROW_GROUPS {ROW_GROUPS}", _COMMON]
     for name, formula in ACTIVATIONS.items():
         parts.append(
             f'extern "C" __global__ void act_{name}(T* z, const T* bias, int has_bias, long long n,'
@@ -242,7 +253,7 @@ class CupyKernels:
     def col_sum(self, a: Any, out: Any) -> None:
         rows, cols = int(a.shape[0]), int(a.shape[1])
         self._f("col_sum")(
-            (min(cols, BLOCKS),), (THREADS,), (a, np.int32(rows), np.int32(cols), out), stream=self.stream
+            (-(-cols // 32),), (32, ROW_GROUPS), (a, np.int32(rows), np.int32(cols), out), stream=self.stream
         )
 
     def gather(self, source: Any, index: Any, out: Any) -> None:
@@ -266,7 +277,8 @@ class CupyKernels:
         self._launch("multiply", int(out.size), a, b, np.int64(out.size), out)
 
     def row_scale(self, w: Any, per_sample: int, out: Any) -> None:
-        self._launch("row_scale", 1, w, np.int32(w.shape[0]), self._t(per_sample), out, single=True)
+        steps, n = int(w.shape[0]), np.int32(w.shape[1])
+        self._f("row_scale")((steps,), (THREADS,), (w, n, self._t(per_sample), out), stream=self.stream)
 
     def loss(
         self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, terms: Any, hits: Any

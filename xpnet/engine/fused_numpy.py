@@ -53,9 +53,9 @@ class NumpyKernels:
         np.multiply(a, b, out=out)
 
     def row_scale(self, w: Any, per_sample: int, out: Any) -> None:
-        total = w.sum()
-        total = total if total > 0 else np.ones_like(total)  # rows that all weigh 0 change nothing
-        np.divide(w.reshape(-1, 1), total * per_sample, out=out)
+        total = w.sum(axis=1, keepdims=True)
+        total = np.where(total > 0, total, 1)  # steps whose rows all weigh 0 change nothing
+        np.divide(w[..., None], (total * per_sample)[..., None], out=out)
 
     def loss(
         self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, terms: Any, hits: Any

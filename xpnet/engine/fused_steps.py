@@ -52,7 +52,7 @@ class Steps:
         valid = (np.arange(steps * size) < self.n).astype(np.dtype(str(dtype)))
         self.valid = xp.asarray(valid, device=device)
         self.row_weight = zeros(steps * size)
-        self.xb, self.scale = zeros(size, self.widths[0]), zeros(size, 1)
+        self.xb, self.row_scales = zeros(size, self.widths[0]), zeros(steps, size, 1)
         self.tb = xp.zeros((size, *epoch.t.shape[1:]), dtype=epoch.t.dtype, device=device)
         self.out = [zeros(size, w) for w in self.widths[1:]]
         self.dx = [zeros(size, w) for w in self.widths[:-1]]
@@ -77,7 +77,8 @@ class Steps:
         return weights and tuple(epoch.t.shape) == tuple(self.t.shape) and epoch.t.dtype == self.t.dtype
 
     def load(self, epoch: Epoch) -> None:
-        """Copy the epoch's host inputs in: row order, row weights, masks, rate, first step; zero the sums."""
+        """Copy the epoch's host inputs in: row order, row weights and each step's loss scales, masks,
+        rate, first step; zero the sums."""
         s, xp = self.s, self.s.xp
         order = np.arange(self.n) if epoch.order is None else np.asarray(epoch.order)
         index = np.zeros(self.steps_per_epoch * self.size, np.int32)
@@ -90,6 +91,8 @@ class Steps:
             self.w[...] = epoch.weight
             s.kernels.gather(self.w, self.index, self.row_weight)
             s.kernels.multiply(self.row_weight, self.valid, self.row_weight)
+        weights = xp.reshape(self.row_weight, (self.steps_per_epoch, self.size))
+        s.kernels.row_scale(weights, self.per_sample, self.row_scales)
         if epoch.draw is not None:
             self._masks(epoch)
         host = np.dtype(str(self.dtype))
@@ -121,13 +124,12 @@ class Steps:
         rows = slice(k * size, (k + 1) * size)
         kern.gather(self.x, self.index[rows], self.xb)
         kern.gather(self.t, self.index[rows], self.tb)
-        kern.row_scale(self.row_weight[rows], self.per_sample, self.scale)
         inputs = self.forward(k)
         kern.loss(
             s.plan.loss,
             self.out[-1],
             self.tb,
-            self.scale,
+            self.row_scales[k],
             s.plan.label_smoothing,
             self.grad,
             self.terms,
