@@ -14,12 +14,12 @@ live:
   (:class:`~xpnet.engine.flat.Packing`); the carry handed back holds views
   into them, so the layers do too, and one update reaches every parameter;
 - every work array made once per batch size: the gathered batch, each
-  layer's output and input gradient, the loss's row terms;
+  layer's output and input gradient, each step's loss scales;
 - the epoch's row order as a device index buffer, padded to whole batches
   with row 0, and those rows weighted 0 (the loss is ``sum(w_i l_i) /
   sum(w_i)``, so they change nothing); dropout masks, drawn on the host in
   the eager order, in one device buffer per layer;
-- the learning rate and the step number in device memory, the loss sum and
+- the learning rate and the epoch's first step number in device memory, the loss sum and
   correct count accumulated there, read once per epoch with a finiteness
   flag of every parameter.
 
@@ -51,17 +51,15 @@ class Kernels(Protocol):
     def matmul(self, a: Array, b: Array, out: Array, *, ta: bool = False, tb: bool = False) -> None:
         """``out = op(a) @ op(b)``, ``op`` transposing where asked."""
 
-    def col_sum(self, a: Array, out: Array) -> None:
-        """``out = a.sum(axis=0)``."""
-
     def gather(self, source: Array, index: Array, out: Array) -> None:
         """``out = source[index]`` (rows)."""
 
     def bias_act(self, z: Array, bias: Array | None, activation: str) -> None:
         """``z = activation(z + bias)`` in place."""
 
-    def act_grad(self, grad: Array, y: Array, activation: str) -> None:
-        """``grad *= activation'`` in place, from the activation's output ``y``."""
+    def act_grad(self, grad: Array, y: Array, activation: str, bias_grad: Array | None) -> None:
+        """``grad *= activation'`` in place, from the activation's output ``y`` (nothing for
+        ``"linear"``), then ``bias_grad = grad.sum(axis=0)`` when one is given."""
 
     def multiply(self, a: Array, b: Array, out: Array) -> None:
         """``out = a * b`` (a dropout mask already scaled by ``1 / (1 - rate)``)."""
@@ -78,21 +76,17 @@ class Kernels(Protocol):
         scale: Array,
         smoothing: float,
         grad: Array,
-        terms: Array,
-        hits: Array,
+        rows: int,
+        sums: Array,
     ) -> None:
-        """The loss of logits (or outputs, for MSE) ``z``: each row's weighted term into ``terms``
-        (they sum to the batch loss), its correct predictions into ``hits`` (0 where ``scale`` is
-        0), the gradient with respect to ``z`` into ``grad``."""
+        """The loss of logits (or outputs, for MSE) ``z``: the gradient with respect to ``z`` into
+        ``grad``; ``sums[0] += rows * (the batch loss)`` (the rows' terms weighted by ``scale``) and
+        ``sums[1] +=`` the correct predictions of the rows whose ``scale`` is not 0."""
 
-    def accumulate(self, terms: Array, hits: Array, rows: int, sums: Array) -> None:
-        """``sums[0] += sum(terms) * rows``; ``sums[1] += sum(hits)``."""
-
-    def update(self, packing: Packing, optimizer: Any, lr: Array, step: Array) -> None:
-        """One optimizer step on every parameter, reading the rate and step number from the device."""
-
-    def increment(self, step: Array) -> None:
-        """``step += 1`` on the device."""
+    def update(self, packing: Packing, optimizer: Any, lr: Array, step: Array, offset: int) -> None:
+        """One optimizer step on every parameter, the rate read from the device and the step
+        number ``step[0] + offset`` (the epoch's first step on the device, this step's place in
+        the epoch recorded with it)."""
 
     def check(self, buffer: Array, sums: Array) -> None:
         """``sums[2] = 1`` if every element of ``buffer`` is finite, else 0."""

@@ -3,11 +3,14 @@
 Every kernel of a fused step is in one source (:func:`source`), compiled once
 per dtype and optimizer into one :class:`cupy.RawModule` (and kept in CuPy's
 kernel cache on disk, so a new process compiles nothing): bias and activation
-in one pass, the activation's derivative times the upstream gradient in one,
-softmax or sigmoid cross-entropy (or the squared error) giving the row
-terms, the gradient and the correct count in one, the row reductions in one
-block each (a fixed order: the same sums every run), and one update of every
-parameter. The matrix products go through an xpnet cuBLAS handle bound to
+in one pass; the activation's derivative times the upstream gradient together
+with the bias gradient (its column sums, read coalesced, in a fixed order: the
+same sums every run) in one; softmax or sigmoid cross-entropy (or the squared
+error) giving the gradient and adding the batch's loss and correct count to
+the epoch's sums in one; each step's loss scales once per epoch; and one
+update of every parameter, its step number the epoch's first plus the step's
+place in it. A step of ``L`` Dense layers is so ``2L + 4`` kernels besides its
+``3L - 1`` matrix products, which go through an xpnet cuBLAS handle bound to
 the session's stream (:mod:`xpnet.engine.cublas`), which a CUDA graph can
 record. :meth:`CupyKernels.capture` records a whole epoch's steps on that
 stream and returns its replay.
@@ -34,6 +37,8 @@ BLOCKS = 4096
 """Grid of the elementwise kernels (each loops over its elements)."""
 ROW_GROUPS = 16
 """Rows a column sum's block reads at once (its block: 32 columns x this many rows)."""
+LOSS_THREADS = 512
+"""The one block a loss kernel runs as (rows over threads, then the batch's sums)."""
 ACTIVATIONS = {
     "linear": "v",
     "relu": "(v != v || v > (T)0) ? v : (T)0",
@@ -78,21 +83,6 @@ extern "C" __global__ void multiply(const T* a, const T* b, long long n, T* out)
     LOOP(i, n) out[i] = a[i] * b[i];
 }
 
-extern "C" __global__ void col_sum(const T* a, int rows, int cols, T* out) {
-    // a block of 32 columns x ROW_GROUPS rows: each warp reads 32 neighbouring columns of a row
-    __shared__ T part[ROW_GROUPS][33];
-    int c = blockIdx.x * 32 + threadIdx.x;
-    T s = 0;
-    if (c < cols) for (int r = threadIdx.y; r < rows; r += ROW_GROUPS) s += a[(long long)r * cols + c];
-    part[threadIdx.y][threadIdx.x] = s;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < cols) {
-        T total = 0;
-        for (int g = 0; g < ROW_GROUPS; ++g) total += part[g][threadIdx.x];
-        out[c] = total;
-    }
-}
-
 extern "C" __global__ void row_scale(const T* w_all, int n, T per_sample, T* out_all) {
     // one block per step: its n row weights over their sum
     __shared__ T part[256];
@@ -105,68 +95,77 @@ extern "C" __global__ void row_scale(const T* w_all, int n, T per_sample, T* out
     for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] / (total * per_sample);
 }
 
+// The losses run as one block (LOSS_THREADS threads): each row's term and hits, then their sums.
+__device__ void add_sums(T term, T hit, double rows, double* sums, T* part) {
+    T loss = block_sum(term, part);
+    T hits = block_sum(hit, part);
+    if (threadIdx.x == 0) { sums[0] += (double)loss * rows; sums[1] += (double)hits; }
+}
+
 extern "C" __global__ void softmax_xent(const T* z, const int* labels, int has_labels, const T* onehot,
-                                        const T* scale, int n, int k, T smooth, T* grad, T* terms, T* hits) {
-    LOOP(r, n) {
-        const T* zr = z + r * k;
+                                        const T* scale, int n, int k, T smooth, T* grad, double rows,
+                                        double* sums) {
+    __shared__ T part[LOSS_THREADS];
+    T term_sum = 0, hit_sum = 0;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
+        const T* zr = z + (long long)r * k;
         T top = zr[0];
         int arg = 0;
         for (int j = 1; j < k; ++j) if (zr[j] > top) { top = zr[j]; arg = j; }
         T total = 0;
         for (int j = 0; j < k; ++j) total += exp(zr[j] - top);
         T log_total = log(total), sc = scale[r], keep = (T)1 - smooth, term = 0;
+        const T* tr = onehot + (long long)r * k;
         int truth = 0;
         if (has_labels) truth = labels[r];
-        else for (int j = 1; j < k; ++j) if (onehot[r * k + j] > onehot[r * k + truth]) truth = j;
+        else for (int j = 1; j < k; ++j) if (tr[j] > tr[truth]) truth = j;
         for (int j = 0; j < k; ++j) {
-            T y = has_labels ? (j == truth ? (T)1 : (T)0) : onehot[r * k + j];
+            T y = has_labels ? (j == truth ? (T)1 : (T)0) : tr[j];
             if (smooth != (T)0) y = keep * y + smooth / (T)k;
             T shifted = zr[j] - top;
             term += y * (shifted - log_total);
-            grad[r * k + j] = (exp(shifted) / total - y) * sc;
+            grad[(long long)r * k + j] = (exp(shifted) / total - y) * sc;
         }
-        terms[r] = -term * sc;
-        hits[r] = (sc != (T)0 && arg == truth) ? (T)1 : (T)0;
+        term_sum += -term * sc;
+        hit_sum += (sc != (T)0 && arg == truth) ? (T)1 : (T)0;
     }
+    add_sums(term_sum, hit_sum, rows, sums, part);
 }
 
 extern "C" __global__ void sigmoid_xent(const T* z, const T* t, const T* scale, int n, int k, T* grad,
-                                        T* terms, T* hits) {
-    LOOP(r, n) {
+                                        double rows, double* sums) {
+    __shared__ T part[LOSS_THREADS];
+    T term_sum = 0, hit_sum = 0;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
         T sc = scale[r], term = 0, hit = 0;
         for (int j = 0; j < k; ++j) {
-            T v = z[r * k + j], y = t[r * k + j], e = exp(-fabs(v));
+            long long i = (long long)r * k + j;
+            T v = z[i], y = t[i], e = exp(-fabs(v));
             T p = v >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
             term += ((v > (T)0 ? v : (T)0) - v * y + log1p(e)) * sc;
-            grad[r * k + j] = (p - y) * sc;
+            grad[i] = (p - y) * sc;
             hit += ((p > (T)0.5) == (y > (T)0.5)) ? (T)1 : (T)0;
         }
-        terms[r] = term;
-        hits[r] = sc != (T)0 ? hit : (T)0;
+        term_sum += term;
+        hit_sum += sc != (T)0 ? hit : (T)0;
     }
+    add_sums(term_sum, hit_sum, rows, sums, part);
 }
 
 extern "C" __global__ void squared_error(const T* z, const T* t, const T* scale, int n, int k, T* grad,
-                                         T* terms, T* hits) {
-    LOOP(r, n) {
-        T sc = scale[r], term = 0;
+                                         double rows, double* sums) {
+    __shared__ T part[LOSS_THREADS];
+    T term_sum = 0;
+    for (int r = threadIdx.x; r < n; r += blockDim.x) {
+        T sc = scale[r];
         for (int j = 0; j < k; ++j) {
-            T d = z[r * k + j] - t[r * k + j];
-            term += d * d * sc;
-            grad[r * k + j] = d * (sc * (T)2);
+            long long i = (long long)r * k + j;
+            T d = z[i] - t[i];
+            term_sum += d * d * sc;
+            grad[i] = d * (sc * (T)2);
         }
-        terms[r] = term;
-        hits[r] = 0;
     }
-}
-
-extern "C" __global__ void accumulate(const T* terms, const T* hits, int n, double rows, double* sums) {
-    __shared__ T part[256];
-    T a = 0, b = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) { a += terms[i]; b += hits[i]; }
-    T loss = block_sum(a, part);
-    T hit = block_sum(b, part);
-    if (threadIdx.x == 0) { sums[0] += (double)loss * rows; sums[1] += (double)hit; }
+    add_sums(term_sum, (T)0, rows, sums, part);
 }
 
 extern "C" __global__ void check(const T* x, long long n, double* flag) {
@@ -174,40 +173,62 @@ extern "C" __global__ void check(const T* x, long long n, double* flag) {
 }
 
 extern "C" __global__ void fill(double* x, double value) { x[0] = value; }
-
-extern "C" __global__ void increment(T* step) { step[0] += (T)1; }
 """
 
 
 def source(dtype: str, optimizer: Any) -> str:
     """The whole module for ``dtype`` (``"float32"`` or ``"float64"``) and a plan's optimizer."""
     t = "float" if dtype == "float32" else "double"
-    parts = [f"#define T {t}\n#define ROW_GROUPS {ROW_GROUPS}", _COMMON]
+    parts = [f"#define T {t}\n#define ROW_GROUPS {ROW_GROUPS}\n#define LOSS_THREADS {LOSS_THREADS}", _COMMON]
     for name, formula in ACTIVATIONS.items():
         parts.append(
             f'extern "C" __global__ void act_{name}(T* z, const T* bias, int has_bias, long long n,'
             " int cols) {\n"
             f"    LOOP(i, n) {{ T v = z[i]; if (has_bias) v += bias[i % cols]; z[i] = {formula}; }}\n}}"
         )
-    for name, formula in DERIVATIVES.items():
-        parts.append(
-            f'extern "C" __global__ void grad_{name}(T* g_out, const T* y_in, long long n) {{\n'
-            f"    LOOP(i, n) {{ T g = g_out[i], y = y_in[i]; g_out[i] = {formula}; }}\n}}"
-        )
+    for name, formula in {"linear": "g", **DERIVATIVES}.items():
+        parts.append(_derivative(name, formula))
     parts.append(_update(optimizer))
     return "\n\n".join(parts)
 
 
+def _derivative(name: str, formula: str) -> str:
+    """``grad_<name>``: ``g *= activation'`` in place, and the bias gradient (the column sums of
+    the new ``g``) when ``has_bias``: a block of 32 columns x ROW_GROUPS rows, each warp reading
+    32 neighbouring columns of a row, then the row groups summed in a fixed order."""
+    return (
+        f'extern "C" __global__ void grad_{name}(T* g_out, const T* y_in, int rows, int cols, int has_bias,'
+        " T* bias) {\n"
+        "    __shared__ T part[ROW_GROUPS][33];\n"
+        "    int c = blockIdx.x * 32 + threadIdx.x;\n"
+        "    T s = 0;\n"
+        "    if (c < cols) for (int r = threadIdx.y; r < rows; r += ROW_GROUPS) {\n"
+        "        long long i = (long long)r * cols + c;\n"
+        f"        T g = g_out[i], y = y_in[i]; g = {formula}; g_out[i] = g; s += g;\n"
+        "    }\n"
+        "    if (!has_bias) return;\n"
+        "    part[threadIdx.y][threadIdx.x] = s;\n"
+        "    __syncthreads();\n"
+        "    if (threadIdx.y == 0 && c < cols) {\n"
+        "        T total = 0;\n"
+        "        for (int k = 0; k < ROW_GROUPS; ++k) total += part[k][threadIdx.x];\n"
+        "        bias[c] = total;\n"
+        "    }\n}"
+    )
+
+
 def _update(optimizer: Any) -> str:
-    """The one update kernel: ``update(p, g, state..., lr, step, n)`` over the flat buffers."""
+    """The one update kernel: ``update(p, g, state..., lr, first, offset, n)`` over the flat buffers,
+    at step number ``first[0] + offset``."""
     _, _, body = fused_updates.cuda_source(optimizer)
     keys = fused_updates.state_keys(optimizer)
     state = "".join(f", T* {key}_" for key in keys)
     load = "".join(f"T {key} = {key}_[i]; " for key in keys)
     store = "".join(f"{key}_[i] = {key}; " for key in keys)
     return (
-        f'extern "C" __global__ void update(T* p_, const T* g_{state}, const T* lr, const T* step,'
-        " long long n) {\n"
+        f'extern "C" __global__ void update(T* p_, const T* g_{state}, const T* lr, const T* first,'
+        " T offset, long long n) {\n"
+        "    const T step[1] = {first[0] + offset};\n"
         f"    LOOP(i, n) {{\n        T p = p_[i], g = g_[i]; {load}\n        {body}\n"
         f"        p_[i] = p; {store}\n    }}\n}}"
     )
@@ -250,12 +271,6 @@ class CupyKernels:
     def matmul(self, a: Any, b: Any, out: Any, *, ta: bool = False, tb: bool = False) -> None:
         self.blas.gemm(a, b, out, ta=ta, tb=tb)
 
-    def col_sum(self, a: Any, out: Any) -> None:
-        rows, cols = int(a.shape[0]), int(a.shape[1])
-        self._f("col_sum")(
-            (-(-cols // 32),), (32, ROW_GROUPS), (a, np.int32(rows), np.int32(cols), out), stream=self.stream
-        )
-
     def gather(self, source: Any, index: Any, out: Any) -> None:
         rows = np.int64(index.shape[0])
         if source.dtype.kind in "iu":
@@ -269,9 +284,10 @@ class CupyKernels:
         args = (z, bias if has else z, np.int32(has), np.int64(z.size), np.int32(cols))
         self._launch(f"act_{activation}", int(z.size), *args)
 
-    def act_grad(self, grad: Any, y: Any, activation: str) -> None:
-        if activation != "linear":
-            self._launch(f"grad_{activation}", int(grad.size), grad, y, np.int64(grad.size))
+    def act_grad(self, grad: Any, y: Any, activation: str, bias_grad: Any) -> None:
+        rows, cols, has = int(grad.shape[0]), int(grad.shape[1]), bias_grad is not None
+        args = (grad, y, np.int32(rows), np.int32(cols), np.int32(has), bias_grad if has else grad)
+        self._f(f"grad_{activation}")((-(-cols // 32),), (32, ROW_GROUPS), args, stream=self.stream)
 
     def multiply(self, a: Any, b: Any, out: Any) -> None:
         self._launch("multiply", int(out.size), a, b, np.int64(out.size), out)
@@ -281,43 +297,23 @@ class CupyKernels:
         self._f("row_scale")((steps,), (THREADS,), (w, n, self._t(per_sample), out), stream=self.stream)
 
     def loss(
-        self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, terms: Any, hits: Any
+        self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, rows: int, sums: Any
     ) -> None:
-        n, k = np.int32(z.shape[0]), np.int32(z.shape[1])
+        n, k, counted = np.int32(z.shape[0]), np.int32(z.shape[1]), np.float64(rows)
         if kind == "categorical_crossentropy":
             labels = t.ndim == 1  # the unused pointer gets a stand-in array: kernels take no None
-            args = (
-                z,
-                t,
-                np.int32(labels),
-                z if labels else t,
-                scale,
-                n,
-                k,
-                self._t(smoothing),
-                grad,
-                terms,
-                hits,
-            )
-            self._launch("softmax_xent", int(n), *args)
-        elif kind == "binary_crossentropy":
-            self._launch("sigmoid_xent", int(n), z, t, scale, n, k, grad, terms, hits)
+            args = (z, t, np.int32(labels), z if labels else t, scale, n, k, self._t(smoothing))
+            name = "softmax_xent"
         else:
-            self._launch("squared_error", int(n), z, t, scale, n, k, grad, terms, hits)
+            args = (z, t, scale, n, k)
+            name = "sigmoid_xent" if kind == "binary_crossentropy" else "squared_error"
+        self._f(name)((1,), (LOSS_THREADS,), (*args, grad, counted, sums), stream=self.stream)
 
-    def accumulate(self, terms: Any, hits: Any, rows: int, sums: Any) -> None:
-        self._launch(
-            "accumulate", 1, terms, hits, np.int32(terms.shape[0]), np.float64(rows), sums, single=True
-        )
-
-    def update(self, packing: Packing, optimizer: Any, lr: Any, step: Any) -> None:
+    def update(self, packing: Packing, optimizer: Any, lr: Any, step: Any, offset: int) -> None:
         keys = fused_updates.state_keys(optimizer)
         n = int(packing.param.size)
-        args = (packing.param, packing.grad, *(packing.state[k] for k in keys), lr, step, np.int64(n))
-        self._launch("update", n, *args)
-
-    def increment(self, step: Any) -> None:
-        self._launch("increment", 1, step, single=True)
+        state = (packing.state[k] for k in keys)
+        self._launch("update", n, packing.param, packing.grad, *state, lr, step, self._t(offset), np.int64(n))
 
     def check(self, buffer: Any, sums: Any) -> None:
         flag = sums[2:3]

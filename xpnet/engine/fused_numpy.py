@@ -32,9 +32,6 @@ class NumpyKernels:
     def matmul(self, a: Any, b: Any, out: Any, *, ta: bool = False, tb: bool = False) -> None:
         np.matmul(a.T if ta else a, b.T if tb else b, out=out)
 
-    def col_sum(self, a: Any, out: Any) -> None:
-        np.add.reduce(a, axis=0, out=out)
-
     def gather(self, source: Any, index: Any, out: Any) -> None:
         np.take(source, index, axis=0, out=out)
 
@@ -44,10 +41,12 @@ class NumpyKernels:
         if activation != "linear":
             activate_into(activation, z, np.empty_like(z))
 
-    def act_grad(self, grad: Any, y: Any, activation: str) -> None:
+    def act_grad(self, grad: Any, y: Any, activation: str, bias_grad: Any) -> None:
         if activation != "linear":
             scratch = np.empty(y.shape, bool if activation == "relu" else y.dtype)
             derivative_into(activation, y, grad, scratch)
+        if bias_grad is not None:
+            np.add.reduce(grad, axis=0, out=bias_grad)
 
     def multiply(self, a: Any, b: Any, out: Any) -> None:
         np.multiply(a, b, out=out)
@@ -58,7 +57,7 @@ class NumpyKernels:
         np.divide(w[..., None], (total * per_sample)[..., None], out=out)
 
     def loss(
-        self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, terms: Any, hits: Any
+        self, kind: str, z: Any, t: Any, scale: Any, smoothing: float, grad: Any, rows: int, sums: Any
     ) -> None:
         counted = scale[:, 0] != 0
         if kind == "categorical_crossentropy":
@@ -70,32 +69,27 @@ class NumpyKernels:
             e = np.exp(shifted)
             total = e.sum(axis=1, keepdims=True)
             p, log_p = e / total, shifted - np.log(total)  # softmax and log_softmax as the generic code
-            np.multiply(-(y * log_p).sum(axis=1), scale[:, 0], out=terms)
+            terms = -(y * log_p).sum(axis=1) * scale[:, 0]
             labels = t if t.ndim == 1 else t.argmax(axis=1)
-            np.multiply(p.argmax(axis=1) == labels, counted, out=hits)
+            hits = (p.argmax(axis=1) == labels) & counted
         elif kind == "binary_crossentropy":
             y = t
             per = np.maximum(z, 0.0) - z * y + np.log1p(np.exp(-np.abs(z)))
             p = _sigmoid(z)
-            np.multiply((per * scale).sum(axis=1), 1.0, out=terms)
-            np.multiply(((p > 0.5) == (y > 0.5)).sum(axis=1), counted, out=hits)
+            terms = (per * scale).sum(axis=1)
+            hits = ((p > 0.5) == (y > 0.5)).sum(axis=1) * counted
         else:
             diff = z - t
-            np.multiply((diff * diff * scale).sum(axis=1), 1.0, out=terms)
-            hits[...] = 0
+            terms, hits = (diff * diff * scale).sum(axis=1), np.zeros(1)
             np.multiply(diff, scale * 2.0, out=grad)
-            return
-        np.multiply(p - y, scale, out=grad)
-
-    def accumulate(self, terms: Any, hits: Any, rows: int, sums: Any) -> None:
+        if kind != "mse":
+            np.multiply(p - y, scale, out=grad)
         sums[0] += float(terms.sum()) * rows
         sums[1] += float(hits.sum())
 
-    def update(self, packing: Packing, optimizer: Any, lr: Any, step: Any) -> None:
-        fused_updates.reference(optimizer, packing.param, packing.grad, packing.state, np, lr[0], step[0])
-
-    def increment(self, step: Any) -> None:
-        step += 1
+    def update(self, packing: Packing, optimizer: Any, lr: Any, step: Any, offset: int) -> None:
+        number = step[0] + offset
+        fused_updates.reference(optimizer, packing.param, packing.grad, packing.state, np, lr[0], number)
 
     def check(self, buffer: Any, sums: Any) -> None:
         sums[2] = float(bool(np.isfinite(np.add.reduce(buffer)) or np.isfinite(buffer).all()))

@@ -56,7 +56,7 @@ class Steps:
         self.tb = xp.zeros((size, *epoch.t.shape[1:]), dtype=epoch.t.dtype, device=device)
         self.out = [zeros(size, w) for w in self.widths[1:]]
         self.dx = [zeros(size, w) for w in self.widths[:-1]]
-        self.grad, self.terms, self.hits = zeros(size, self.widths[-1]), zeros(size), zeros(size)
+        self.grad = zeros(size, self.widths[-1])
         self.masks = {
             i: zeros(steps, size, self.widths[i])
             for i, spec in enumerate(s.plan.layers)
@@ -119,7 +119,7 @@ class Steps:
         self.s.kernels.check(self.s.packing.param, self.sums)
 
     def one(self, k: int) -> None:
-        """Step ``k``: gather, forward, loss, backward into the flat gradients, one update."""
+        """Step ``k``: gather, forward, loss and its sums, backward into the flat gradients, one update."""
         s, kern, size = self.s, self.s.kernels, self.size
         rows = slice(k * size, (k + 1) * size)
         kern.gather(self.x, self.index[rows], self.xb)
@@ -132,13 +132,11 @@ class Steps:
             self.row_scales[k],
             s.plan.label_smoothing,
             self.grad,
-            self.terms,
-            self.hits,
+            min(size, self.n - k * size),
+            self.sums,
         )
-        kern.accumulate(self.terms, self.hits, min(size, self.n - k * size), self.sums)
         self.backward(inputs, k)
-        kern.update(s.packing, s.plan.optimizer, self.lr, self.step)
-        kern.increment(self.step)
+        kern.update(s.packing, s.plan.optimizer, self.lr, self.step, k)
 
     def forward(self, k: int) -> list[Array]:
         """Every layer's input, the output last (logits when the loss fuses with the activation)."""
@@ -169,11 +167,10 @@ class Steps:
             if not isinstance(spec, DenseSpec):
                 kern.multiply(grad, self.masks[i][k], grad)
                 continue
-            if not (i == last and plan.from_logits):
-                kern.act_grad(grad, inputs[i + 1], spec.activation)
+            activation = "linear" if i == last and plan.from_logits else spec.activation
+            if spec.bias or activation != "linear":
+                kern.act_grad(grad, inputs[i + 1], activation, grads[i]["bias"] if spec.bias else None)
             kern.matmul(inputs[i], grad, grads[i]["weight"], ta=True)
-            if spec.bias:
-                kern.col_sum(grad, grads[i]["bias"])
             if i > plan.first:
                 kern.matmul(grad, s.packing.params[i]["weight"], self.dx[i], tb=True)
                 grad = self.dx[i]
