@@ -1,13 +1,10 @@
 """The fused runner's kernels on a CUDA GPU: one CuPy module of kernels, cuBLAS through our handle.
 
-Every kernel of a fused step is in one source (:func:`source`), compiled once
-per dtype and optimizer into one :class:`cupy.RawModule` (and kept in CuPy's
-kernel cache on disk, so a new process compiles nothing): bias and activation
-in one pass, the activation's derivative times the upstream gradient in one,
-softmax or sigmoid cross-entropy (or the squared error) giving the row
-terms, the gradient and the correct count in one, the row reductions in one
-block each (a fixed order: the same sums every run), and one update of every
-parameter. The matrix products go through an xpnet cuBLAS handle bound to
+Every kernel of a fused step is in one source
+(:func:`xpnet.engine.fused_cuda.source`: its docstring lists them), compiled
+once per dtype and optimizer into one :class:`cupy.RawModule` (and kept in
+CuPy's kernel cache on disk, so a new process compiles nothing); this module
+launches them. The matrix products go through an xpnet cuBLAS handle bound to
 the session's stream (:mod:`xpnet.engine.cublas`), which a CUDA graph can
 record. :meth:`CupyKernels.capture` records a whole epoch's steps on that
 stream and returns its replay.
@@ -28,178 +25,13 @@ import numpy as np
 from . import fused_updates
 from .cublas import Handle
 from .flat import Packing
+from .fused_cuda import THREADS, TILE, source
+from .plan import NormSpec
 
-THREADS = 256
+__all__ = ["BLOCKS", "CupyKernels", "source"]
+
 BLOCKS = 4096
-"""Grid of the elementwise kernels (each loops over its elements)."""
-ACTIVATIONS = {
-    "linear": "v",
-    "relu": "(v != v || v > (T)0) ? v : (T)0",
-    "tanh": "tanh(v)",
-    "leaky_relu": "v > (T)0 ? v : (T)0.01 * v",
-    "sigmoid": "(v >= (T)0 ? (T)1 / ((T)1 + exp(-fabs(v))) : exp(-fabs(v)) / ((T)1 + exp(-fabs(v))))",
-}
-"""Each activation of ``v``, as the generic functions compute it."""
-DERIVATIVES = {
-    "relu": "y > (T)0 ? g : (T)0",
-    "tanh": "g * ((T)1 - y * y)",
-    "leaky_relu": "y > (T)0 ? g : (T)0.01 * g",
-    "sigmoid": "g * (y * ((T)1 - y))",
-}
-"""Each activation's derivative times the upstream ``g``, from its output ``y``."""
-
-_COMMON = r"""
-#define LOOP(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
-                        i += (long long)blockDim.x * gridDim.x)
-
-__device__ T block_sum(T value, T* part) {
-    part[threadIdx.x] = value;
-    __syncthreads();
-    for (int k = blockDim.x / 2; k > 0; k >>= 1) {
-        if (threadIdx.x < k) part[threadIdx.x] += part[threadIdx.x + k];
-        __syncthreads();
-    }
-    T total = part[0];
-    __syncthreads();
-    return total;
-}
-
-extern "C" __global__ void gather_rows(const T* src, const int* index, long long rows, int cols, T* out) {
-    LOOP(i, rows * cols) out[i] = src[(long long)index[i / cols] * cols + i % cols];
-}
-
-extern "C" __global__ void gather_labels(const int* src, const int* index, long long rows, int* out) {
-    LOOP(i, rows) out[i] = src[index[i]];
-}
-
-extern "C" __global__ void multiply(const T* a, const T* b, long long n, T* out) {
-    LOOP(i, n) out[i] = a[i] * b[i];
-}
-
-extern "C" __global__ void col_sum(const T* a, int rows, int cols, T* out) {
-    __shared__ T part[256];
-    for (int c = blockIdx.x; c < cols; c += gridDim.x) {
-        T s = 0;
-        for (int r = threadIdx.x; r < rows; r += blockDim.x) s += a[(long long)r * cols + c];
-        T total = block_sum(s, part);
-        if (threadIdx.x == 0) out[c] = total;
-    }
-}
-
-extern "C" __global__ void row_scale(const T* w, int n, T per_sample, T* out) {
-    __shared__ T part[256];
-    T s = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += w[i];
-    T total = block_sum(s, part);
-    total = total > (T)0 ? total : (T)1;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] / (total * per_sample);
-}
-
-extern "C" __global__ void softmax_xent(const T* z, const int* labels, int has_labels, const T* onehot,
-                                        const T* scale, int n, int k, T smooth, T* grad, T* terms, T* hits) {
-    LOOP(r, n) {
-        const T* zr = z + r * k;
-        T top = zr[0];
-        int arg = 0;
-        for (int j = 1; j < k; ++j) if (zr[j] > top) { top = zr[j]; arg = j; }
-        T total = 0;
-        for (int j = 0; j < k; ++j) total += exp(zr[j] - top);
-        T log_total = log(total), sc = scale[r], keep = (T)1 - smooth, term = 0;
-        int truth = 0;
-        if (has_labels) truth = labels[r];
-        else for (int j = 1; j < k; ++j) if (onehot[r * k + j] > onehot[r * k + truth]) truth = j;
-        for (int j = 0; j < k; ++j) {
-            T y = has_labels ? (j == truth ? (T)1 : (T)0) : onehot[r * k + j];
-            if (smooth != (T)0) y = keep * y + smooth / (T)k;
-            T shifted = zr[j] - top;
-            term += y * (shifted - log_total);
-            grad[r * k + j] = (exp(shifted) / total - y) * sc;
-        }
-        terms[r] = -term * sc;
-        hits[r] = (sc != (T)0 && arg == truth) ? (T)1 : (T)0;
-    }
-}
-
-extern "C" __global__ void sigmoid_xent(const T* z, const T* t, const T* scale, int n, int k, T* grad,
-                                        T* terms, T* hits) {
-    LOOP(r, n) {
-        T sc = scale[r], term = 0, hit = 0;
-        for (int j = 0; j < k; ++j) {
-            T v = z[r * k + j], y = t[r * k + j], e = exp(-fabs(v));
-            T p = v >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
-            term += ((v > (T)0 ? v : (T)0) - v * y + log1p(e)) * sc;
-            grad[r * k + j] = (p - y) * sc;
-            hit += ((p > (T)0.5) == (y > (T)0.5)) ? (T)1 : (T)0;
-        }
-        terms[r] = term;
-        hits[r] = sc != (T)0 ? hit : (T)0;
-    }
-}
-
-extern "C" __global__ void squared_error(const T* z, const T* t, const T* scale, int n, int k, T* grad,
-                                         T* terms, T* hits) {
-    LOOP(r, n) {
-        T sc = scale[r], term = 0;
-        for (int j = 0; j < k; ++j) {
-            T d = z[r * k + j] - t[r * k + j];
-            term += d * d * sc;
-            grad[r * k + j] = d * (sc * (T)2);
-        }
-        terms[r] = term;
-        hits[r] = 0;
-    }
-}
-
-extern "C" __global__ void accumulate(const T* terms, const T* hits, int n, double rows, double* sums) {
-    __shared__ T part[256];
-    T a = 0, b = 0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) { a += terms[i]; b += hits[i]; }
-    T loss = block_sum(a, part);
-    T hit = block_sum(b, part);
-    if (threadIdx.x == 0) { sums[0] += (double)loss * rows; sums[1] += (double)hit; }
-}
-
-extern "C" __global__ void check(const T* x, long long n, double* flag) {
-    LOOP(i, n) if (!isfinite(x[i])) flag[0] = 0.0;
-}
-
-extern "C" __global__ void fill(double* x, double value) { x[0] = value; }
-
-extern "C" __global__ void increment(T* step) { step[0] += (T)1; }
-"""
-
-
-def source(dtype: str, optimizer: Any) -> str:
-    """The whole module for ``dtype`` (``"float32"`` or ``"float64"``) and a plan's optimizer."""
-    parts = ["#define T " + ("float" if dtype == "float32" else "double"), _COMMON]
-    for name, formula in ACTIVATIONS.items():
-        parts.append(
-            f'extern "C" __global__ void act_{name}(T* z, const T* bias, int has_bias, long long n,'
-            " int cols) {\n"
-            f"    LOOP(i, n) {{ T v = z[i]; if (has_bias) v += bias[i % cols]; z[i] = {formula}; }}\n}}"
-        )
-    for name, formula in DERIVATIVES.items():
-        parts.append(
-            f'extern "C" __global__ void grad_{name}(T* g_out, const T* y_in, long long n) {{\n'
-            f"    LOOP(i, n) {{ T g = g_out[i], y = y_in[i]; g_out[i] = {formula}; }}\n}}"
-        )
-    parts.append(_update(optimizer))
-    return "\n\n".join(parts)
-
-
-def _update(optimizer: Any) -> str:
-    """The one update kernel: ``update(p, g, state..., lr, step, n)`` over the flat buffers."""
-    _, _, body = fused_updates.cuda_source(optimizer)
-    keys = fused_updates.state_keys(optimizer)
-    state = "".join(f", T* {key}_" for key in keys)
-    load = "".join(f"T {key} = {key}_[i]; " for key in keys)
-    store = "".join(f"{key}_[i] = {key}; " for key in keys)
-    return (
-        f'extern "C" __global__ void update(T* p_, const T* g_{state}, const T* lr, const T* step,'
-        " long long n) {\n"
-        f"    LOOP(i, n) {{\n        T p = p_[i], g = g_[i]; {load}\n        {body}\n"
-        f"        p_[i] = p; {store}\n    }}\n}}"
-    )
+"""Most blocks of a kernel's grid (each loops over its share)."""
 
 
 class CupyKernels:
@@ -255,8 +87,64 @@ class CupyKernels:
 
     def bias_act(self, z: Any, bias: Any, activation: str) -> None:
         cols, has = int(z.shape[1]), bias is not None
-        args = (z, bias if has else z, np.int32(has), np.int64(z.size), np.int32(cols))
+        args = (z, z, bias if has else z, np.int32(has), np.int64(z.size), np.int32(cols))
         self._launch(f"act_{activation}", int(z.size), *args)
+
+    def activate(self, x: Any, out: Any, activation: str) -> None:
+        args = (x, out, out, np.int32(0), np.int64(out.size), np.int32(out.shape[1]))
+        self._launch(f"act_{activation}", int(out.size), *args)
+
+    def _grid(self, name: str, blocks: int, *args: Any) -> None:
+        self._f(name)((max(1, min(BLOCKS, blocks)),), (THREADS,), args, stream=self.stream)
+
+    def normalize(
+        self, spec: NormSpec, x: Any, rows: int, weight: Any, bias: Any, stats: Any, state: Any, out: Any
+    ) -> None:
+        size, cols = int(x.shape[0]), int(x.shape[1])
+        dims, eps, (mean, inv) = (np.int32(size), np.int32(rows), np.int32(cols)), self._t(spec.eps), stats
+        if spec.kind == "batch":
+            m, running = spec.momentum, (state["running_mean"], state["running_var"])
+            moves = (self._t(m), self._t(1.0 - m))  # as the generic (1.0 - m), rounded once
+            self._grid(
+                "batch_norm", -(-cols // TILE), x, *dims, weight, bias, eps, *moves, *running, mean, inv, out
+            )
+        else:
+            self._grid("layer_norm", size, x, *dims, weight, bias, eps, mean, inv, out)
+
+    def normalize_grad(
+        self,
+        spec: NormSpec,
+        x: Any,
+        dy: Any,
+        rows: int,
+        weight: Any,
+        stats: Any,
+        dweight: Any,
+        dbias: Any,
+        dx: Any,
+    ) -> None:
+        size, cols = int(x.shape[0]), int(x.shape[1])
+        dims, (mean, inv), tiles = (np.int32(size), np.int32(rows), np.int32(cols)), stats, -(-cols // TILE)
+        if spec.kind == "batch":  # the unused dx pointer gets a stand-in array: kernels take no None
+            has = np.int32(dx is not None)
+            self._grid(
+                "batch_norm_grad",
+                tiles,
+                x,
+                dy,
+                *dims,
+                weight,
+                mean,
+                inv,
+                dweight,
+                dbias,
+                dy if dx is None else dx,
+                has,
+            )
+            return
+        self._grid("layer_norm_params", tiles, x, dy, dims[1], dims[2], mean, inv, dweight, dbias)
+        if dx is not None:
+            self._grid("layer_norm_grad", size, x, dy, *dims, weight, mean, inv, dx)
 
     def act_grad(self, grad: Any, y: Any, activation: str) -> None:
         if activation != "linear":
