@@ -38,7 +38,7 @@ def _layers(kind, form="pre", dropout=0.0, out=3, act="softmax", bias=None):
         first = xn.Dense(7, in_features=5, use_bias=bias)
         layers = [first, norm(), xn.Activation("relu"), xn.Dense(6, "tanh")]
     elif form == "post":  # a norm after an activated Dense, then another
-        layers = [xn.Dense(7, "relu", in_features=5), norm(), xn.Dense(6, use_bias=False), norm()]
+        layers = [xn.Dense(7, "relu", in_features=5), norm(), xn.Dense(6, "tanh", use_bias=False), norm()]
     else:  # "input": the features normalized first
         layers = [norm(), xn.Dense(7, "tanh", in_features=5)]
     if dropout:

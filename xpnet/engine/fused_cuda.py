@@ -162,9 +162,10 @@ extern "C" __global__ void check(const T* x, long long n, double* flag) {
     LOOP(i, n) if (!isfinite(x[i])) flag[0] = 0.0;
 }
 
-extern "C" __global__ void fill(double* x, double value) { x[0] = value; }
+// One thread writes: the launch has a whole block, and a += by each of its threads would race.
+extern "C" __global__ void fill(double* x, double value) { if (threadIdx.x == 0) x[0] = value; }
 
-extern "C" __global__ void increment(T* step) { step[0] += (T)1; }
+extern "C" __global__ void increment(T* step) { if (threadIdx.x == 0) step[0] += (T)1; }
 """
 
 
