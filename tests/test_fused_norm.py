@@ -153,6 +153,34 @@ def test_running_statistics_assigned_between_fits_are_taken(fused_numpy):
     _same(nets[0], nets[1], {}, {})
 
 
+def test_save_load_and_an_exact_resume_keep_the_running_statistics(fused_numpy, tmp_path):
+    whole = _net("batch", dropout=0.2)
+    whole.fit(X, LABELS, epochs=4, batch_size=8, verbose=0)
+    half = _net("batch", dropout=0.2)
+    half.fit(X, LABELS, epochs=2, batch_size=8, verbose=0)
+    half.save(tmp_path / "half.safetensors")
+    resumed = xn.load(tmp_path / "half.safetensors", backend="numpy")
+    resumed.fit(X, LABELS, epochs=2, batch_size=8, verbose=0)
+    assert sum(fused_numpy) == 8
+    for a, b in zip(
+        whole.get_weights() + _states(whole), resumed.get_weights() + _states(resumed), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_an_activation_before_the_first_trained_layer_equals_the_generic_step(fused_numpy):
+    nets = []
+    for compile in (None, False):
+        layers = [xn.Activation("tanh"), xn.Dense(7, "relu", in_features=5), xn.LayerNormalization()]
+        layers.append(xn.Dense(3, "softmax"))
+        net = xn.Network(
+            layers, loss="cross_entropy", backend="numpy", dtype="float64", seed=1, compile=compile
+        )
+        nets.append((net, net.fit(X, LABELS, epochs=3, batch_size=8, verbose=0).history))
+    assert sum(fused_numpy) == 3
+    _same(nets[0][0], nets[1][0], nets[0][1], nets[1][1])
+
+
 def test_the_plan_reads_each_form_off_the_layers():
     plan = plan_of(_net("batch", dropout=0.1)._model())
     assert plan is not None and not plan.dense_only and plan.first == 0
