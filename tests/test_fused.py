@@ -40,17 +40,22 @@ def count_fused_epochs(monkeypatch):
     return epochs
 
 
-@pytest.fixture
-def fused_numpy(monkeypatch):
-    """NumPy's engine running the fused runner on the reference kernels, counting its fused epochs."""
+def on_reference_kernels(monkeypatch):
+    """NumPy's engine made to run the fused runner on the reference kernels (the engine cache
+    cleared); a list counting its fused epochs."""
 
     def runner(engine, model):
         return FusedRunner(engine.backend, engine._step_function(model), plan_of(model), NumpyKernels)
 
     cache.clear()
     monkeypatch.setattr(NumpyEngine, "_runner", runner)
-    epochs = count_fused_epochs(monkeypatch)
-    yield epochs
+    return count_fused_epochs(monkeypatch)
+
+
+@pytest.fixture
+def fused_numpy(monkeypatch):
+    """NumPy's engine running the fused runner on the reference kernels, counting its fused epochs."""
+    yield on_reference_kernels(monkeypatch)
     cache.clear()
 
 
@@ -135,7 +140,7 @@ def test_float32_epochs_equal_the_generic_step(fused_numpy):
 
 def test_what_the_plan_does_not_cover_runs_the_generic_step(fused_numpy):
     net = xn.Network(
-        [xn.Dense(4, "relu", in_features=5), xn.BatchNormalization(), xn.Dense(3, "softmax")],
+        [xn.Dense(4, "gelu", in_features=5), xn.BatchNormalization(), xn.Dense(3, "softmax")],
         loss="cross_entropy",
         backend="numpy",
         seed=1,
@@ -190,3 +195,22 @@ def test_every_fused_update_is_written_for_the_gpu(name):
     assert inputs == "T g, raw T lr, raw T step"
     assert outputs.split(", ")[0] == "T p" and "p = p - " in body
     assert all(f"T {key}" in outputs for key in fused_updates.state_keys(spec))
+
+
+def test_a_dropout_of_rate_zero_is_the_identity(fused_numpy):
+    nets = []
+    for compile in (None, False):  # Dropout(0) draws no mask: the fused runner must not multiply by one
+        layers = [xn.Dense(7, "relu", in_features=5), xn.Dropout(0.0), xn.Dense(3, "softmax")]
+        net = xn.Network(
+            layers,
+            loss="cross_entropy",
+            optimizer=xn.Adam(0.01),
+            backend="numpy",
+            dtype="float64",
+            seed=2,
+            compile=compile,
+        )
+        net.fit(X, LABELS, epochs=3, batch_size=8, verbose=0)
+        nets.append(net)
+    assert sum(fused_numpy) == 3
+    _same(nets[0], nets[1], {}, {})

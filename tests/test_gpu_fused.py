@@ -181,3 +181,112 @@ def test_save_load_move_and_an_exact_resume(backend, tmp_path):
         np.testing.assert_array_equal(a, b)
     on_cpu = resumed.to("numpy")
     np.testing.assert_allclose(xn.to_numpy(on_cpu.predict(X)), xn.to_numpy(whole.predict(X)), atol=1e-12)
+
+
+NORMS = {"batch": lambda: xn.BatchNormalization(momentum=0.2), "layer": lambda: xn.LayerNormalization()}
+
+
+def _norm_net(backend, kind, optimizer="adam", dtype="float64", compile=None):
+    # no bias before a batch norm: its gradient is rounding noise, which Adam turns into lr * noise / eps
+    layers = [xn.Dense(32, in_features=12, use_bias=kind != "batch"), NORMS[kind](), xn.Activation("relu")]
+    layers += [xn.Dense(16, "tanh"), NORMS[kind](), xn.Dropout(0.2), xn.Dense(3, "softmax")]
+    return xn.Network(
+        layers, loss="cross_entropy", optimizer=OPTIMIZERS[optimizer](), backend=backend, dtype=dtype, seed=3,
+        compile=compile,
+    )  # fmt: skip
+
+
+def _same_norm(fused_net, generic, hf, hg, tolerance):
+    for p, q in zip(fused_net.get_weights(), generic.get_weights(), strict=True):
+        np.testing.assert_allclose(p, q, rtol=0, atol=tolerance)
+    for a, b in zip(fused_net.layers, generic.layers, strict=True):
+        for key in b.state:  # BatchNormalization's running statistics
+            np.testing.assert_allclose(xn.to_numpy(a.state[key]), xn.to_numpy(b.state[key]), atol=tolerance)
+    for key in hg:
+        np.testing.assert_allclose(hf[key], hg[key], rtol=tolerance, err_msg=key)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("kind", sorted(NORMS))
+def test_normalized_epochs_equal_the_generic_step_in_float64(backend, counted, kind, optimizer):
+    nets = [_norm_net(backend, kind, optimizer, compile=c) for c in (None, False)]
+    # 300 rows in batches of 32: the last has 12 real rows, padded to 32 outside every batch statistic
+    hf, hg = (n.fit(X, LABELS, epochs=3, batch_size=32, verbose=0).history for n in nets)
+    assert len(counted) == 3
+    _same_norm(*nets, hf, hg, 1e-12)
+    np.testing.assert_allclose(
+        xn.to_numpy(nets[0].predict_proba(X)), xn.to_numpy(nets[1].predict_proba(X)), atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(NORMS))
+def test_normalized_epochs_equal_the_generic_step_in_float32(backend, counted, kind):
+    nets = [_norm_net(backend, kind, dtype="float32", compile=c) for c in (None, False)]
+    hf, hg = (n.fit(X, LABELS, epochs=3, batch_size=50, verbose=0).history for n in nets)
+    assert len(counted) == 3
+    _same_norm(*nets, hf, hg, 1e-5)
+
+
+def test_a_recorded_normalized_epoch_equals_the_same_kernels_run_one_by_one(backend, monkeypatch):
+    results = []
+    for record in (True, False):
+        cache.clear()
+        monkeypatch.setattr(
+            CupyEngine,
+            "_runner",
+            lambda engine, model, record=record: _runner(engine, model, record),
+        )
+        net = _norm_net(backend, "batch")
+        net.fit(X, LABELS, epochs=4, batch_size=32, verbose=0)  # epochs 2-4 replay a recording
+        results.append([*net.get_weights(), *(xn.to_numpy(a) for a in net.layers[1].state.values())])
+    cache.clear()
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", sorted(NORMS))
+@pytest.mark.parametrize("rows", [1, 20, 37])
+def test_the_gpu_normalization_kernels_equal_the_reference_kernels(backend, kind, rows):
+    from xpnet.engine.fused_cupy import CupyKernels
+    from xpnet.engine.plan import NormSpec
+
+    cupy = pytest.importorskip("cupy")
+    spec = NormSpec(kind, 1e-5, 0.2)
+    gpu = CupyKernels(backend.xp, "float64", plan_of(_net(backend)._model()).optimizer)
+    x, dy = RNG.normal(size=(37, 70)) * 2 + 1, RNG.normal(size=(37, 70))
+    x[rows:] = 1e6  # padding: in no statistic
+    weight, bias = RNG.normal(size=70), RNG.normal(size=70)
+    results = []
+    for kernels, to in ((gpu, cupy.asarray), (NumpyKernels(), np.asarray)):
+        n = 70 if kind == "batch" else 37
+        stats = (to(np.zeros(n)), to(np.zeros(n)))
+        state = (
+            {"running_mean": to(np.ones(70)), "running_var": to(np.full(70, 2.0))}
+            if kind == "batch"
+            else None
+        )
+        out, dx, dweight, dbias = (
+            to(np.zeros((37, 70))),
+            to(np.zeros((37, 70))),
+            to(np.zeros(70)),
+            to(np.zeros(70)),
+        )
+        activated = to(np.zeros((37, 70)))
+        with kernels.scope():
+            kernels.normalize(spec, to(x), rows, to(weight), to(bias), stats, state, out)
+            kernels.normalize_grad(spec, to(x), to(dy), rows, to(weight), stats, dweight, dbias, dx)
+            kernels.activate(to(dy), activated, "tanh")
+        kept = n if kind == "batch" else rows
+        arrays = [
+            out,
+            dx,
+            dweight,
+            dbias,
+            stats[0][:kept],
+            stats[1][:kept],
+            activated,
+            *(state or {}).values(),
+        ]
+        results.append([np.asarray(xn.to_numpy(a)) for a in arrays])
+    for got, want in zip(*results, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)

@@ -1,7 +1,8 @@
 """A fused plan run from flat buffers with every input on the device: the GPU runner's loop.
 
 :class:`FusedRunner` runs what a :class:`~xpnet.engine.plan.Plan` covers
-(Dense and Dropout layers, the common losses, SGD, Adam, AdamW or RMSprop)
+(Dense, Dropout, Activation and normalization layers, the common losses,
+SGD, Adam, AdamW or RMSprop)
 with a set of kernels (:class:`Kernels`): CuPy's (:mod:`xpnet.engine.fused_cupy`)
 on a GPU, NumPy's (:mod:`xpnet.engine.fused_numpy`) as the reference the CPU
 tests run. Everything else runs the generic step (its base,
@@ -17,8 +18,12 @@ live:
   layer's output and input gradient, each step's loss scales;
 - the epoch's row order as a device index buffer, padded to whole batches
   with row 0, and those rows weighted 0 (the loss is ``sum(w_i l_i) /
-  sum(w_i)``, so they change nothing); dropout masks, drawn on the host in
-  the eager order, in one device buffer per layer;
+  sum(w_i)``, so they change nothing); a normalization is told how many of a
+  batch's rows are real, so padding never enters batch statistics; dropout
+  masks, drawn on the host in the eager order, in one device buffer per layer;
+- batch normalization's running statistics in device arrays of the
+  session's, moved by every step and handed back in the carry (values the
+  caller assigned since are copied in first);
 - the learning rate and the epoch's first step number in device memory, the loss sum and
   correct count accumulated there, read once per epoch with a finiteness
   flag of every parameter.
@@ -35,12 +40,12 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from ..backend import Array, Backend, to_numpy
+from ..backend import Array, Backend, device_of, to_numpy
 from .eager import EagerRunner
 from .epochs import Carry, Epoch, Report, StepFunction
 from .flat import Packing
 from .fused_steps import Steps
-from .plan import DenseSpec, Plan
+from .plan import PARAMETERS, DenseSpec, NormSpec, Plan
 
 
 class Kernels(Protocol):
@@ -60,6 +65,40 @@ class Kernels(Protocol):
     def act_grad(self, grad: Array, y: Array, activation: str, bias_grad: Array | None) -> None:
         """``grad *= activation'`` in place, from the activation's output ``y`` (nothing for
         ``"linear"``), then ``bias_grad = grad.sum(axis=0)`` when one is given."""
+
+    def activate(self, x: Array, out: Array, activation: str) -> None:
+        """``out = activation(x)`` (an ``Activation`` layer)."""
+
+    def normalize(
+        self,
+        spec: NormSpec,
+        x: Array,
+        rows: int,
+        weight: Array,
+        bias: Array,
+        stats: tuple[Array, Array],
+        state: dict[str, Array] | None,
+        out: Array,
+    ) -> None:
+        """``spec``'s normalization of ``x`` in training, into ``out``: only the first ``rows`` rows
+        are real (the rest are padding, never in a statistic, and get 0). Each statistic's mean and
+        ``1 / sqrt(var + eps)`` go into ``stats`` (per feature for a batch norm, per row for a layer
+        norm); a batch norm moves ``state``'s running statistics."""
+
+    def normalize_grad(
+        self,
+        spec: NormSpec,
+        x: Array,
+        dy: Array,
+        rows: int,
+        weight: Array,
+        stats: tuple[Array, Array],
+        dweight: Array,
+        dbias: Array,
+        dx: Array | None,
+    ) -> None:
+        """The gradients of :meth:`normalize` from ``dy`` over the first ``rows`` rows: into
+        ``dweight`` and ``dbias``, and into ``dx`` (0 on the padding) unless it is None."""
 
     def multiply(self, a: Array, b: Array, out: Array) -> None:
         """``out = a * b`` (a dropout mask already scaled by ``1 / (1 - rate)``)."""
@@ -160,12 +199,13 @@ class FusedRunner(EagerRunner):
 
     def _session(self, carry: Carry, epoch: Epoch) -> Session | None:
         """This network's session, made when it has none, or None when the plan does not cover the call."""
-        if self.plan is None or self.kernels is None or not covered(self.plan, carry[0], epoch):
+        if self.plan is None or self.kernels is None or not covered(self.plan, carry[0], epoch, carry[2]):
             return None
-        params, opt_state, _ = carry
+        params, opt_state, states = carry
         with self._lock:
             for session in self._sessions.values():
                 if session.packing.holds(params, opt_state):
+                    session.adopt(states)
                     return session
             try:
                 kernels = self.kernels(epoch.x.dtype)
@@ -189,19 +229,25 @@ SESSIONS = 4
 (weights assigned to the layers start a new one) are all it needs."""
 
 
-def covered(plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch) -> bool:
-    """Whether ``epoch``'s arrays and ``params`` suit the fused loop: one floating dtype, every
-    layer's parameters as its spec says, targets as the loss takes them."""
+def covered(
+    plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch, states: Sequence[dict[str, Array]]
+) -> bool:
+    """Whether ``epoch``'s arrays, ``params`` and the layer ``states`` suit the fused loop: one
+    floating dtype, every layer's parameters (and a batch norm's running statistics) as its spec
+    says, targets as the loss takes them."""
     x, t, w = epoch.x, epoch.t, epoch.weight
-    if x.ndim != 2 or len(params) != len(plan.layers) or not _floating(x):
+    if x.ndim != 2 or len(params) != len(plan.layers) or len(states) != len(plan.layers) or not _floating(x):
         return False
     if w is not None and (w.dtype != x.dtype or w.ndim != 1):
         return False
-    for spec, p in zip(plan.layers, params):
-        names: tuple[str, ...] = ()
-        if isinstance(spec, DenseSpec):
-            names = ("weight", "bias") if spec.bias else ("weight",)
+    for spec, p, state in zip(plan.layers, params, states):
+        names: tuple[str, ...] = ("weight", "bias") if isinstance(spec, PARAMETERS) else ()
+        if isinstance(spec, DenseSpec) and not spec.bias:
+            names = ("weight",)
         if tuple(p) != names or any(a.dtype != x.dtype for a in p.values()):
+            return False
+        kept = RUNNING if _running(spec) else ()
+        if tuple(sorted(state)) != kept or any(a.dtype != x.dtype for a in state.values()):
             return False
     first = params[plan.first]["weight"]
     if first.shape[0] != x.shape[1]:
@@ -210,6 +256,15 @@ def covered(plan: Plan, params: Sequence[dict[str, Array]], epoch: Epoch) -> boo
     if plan.loss == "categorical_crossentropy" and t.ndim == 1:  # labels, checked in range at the boundary
         return str(t.dtype) == "int32" and t.shape[0] == x.shape[0]
     return t.dtype == x.dtype and tuple(t.shape) == (x.shape[0], k)
+
+
+RUNNING = ("running_mean", "running_var")
+"""A batch norm's layer state."""
+
+
+def _running(spec: Any) -> bool:
+    """Whether a layer of ``spec`` keeps running statistics (a batch norm)."""
+    return isinstance(spec, NormSpec) and spec.kind == "batch"
 
 
 def _floating(x: Array) -> bool:
@@ -223,17 +278,38 @@ class Session:
     """Data sets (say training, then a refit on other rows) whose work arrays and replay are kept."""
 
     def __init__(self, plan: Plan, kernels: Kernels, carry: Carry, *, capture: bool) -> None:
-        params, opt_state, _ = carry
+        params, opt_state, states = carry
         self.plan = plan
         self.kernels = kernels
         self.xp = kernels.xp
         self.packing = Packing(params, opt_state, _state_keys(plan.optimizer))
+        self.states: list[dict[str, Array] | None] = [
+            {key: self._copy(state[key]) for key in RUNNING} if _running(spec) else None
+            for spec, state in zip(plan.layers, states)
+        ]
         self.capture = capture
         self._works: dict[tuple[int, int], Steps] = {}
 
+    def _copy(self, value: Array) -> Array:
+        own = self.xp.zeros(tuple(value.shape), dtype=value.dtype, device=device_of(value))
+        own[...] = value
+        return own
+
+    def adopt(self, states: Sequence[dict[str, Array]]) -> None:
+        """Copy in the running statistics the caller holds where they are not this session's own
+        arrays (assigned or loaded since)."""
+        for own, given in zip(self.states, states):
+            if own is None:
+                continue
+            for key, array in own.items():
+                if given[key] is not array:
+                    array[...] = given[key]
+
     def carry(self, carry: Carry) -> Carry:
-        """The carry after the epochs trained: views into the flat buffers."""
-        return self.packing.params, self.packing.opt_state, carry[2]
+        """The carry after the epochs trained: views into the flat buffers, the session's running
+        statistics."""
+        states = [given if own is None else own for own, given in zip(self.states, carry[2])]
+        return self.packing.params, self.packing.opt_state, states
 
     def epoch(self, epoch: Epoch) -> tuple[float, float, bool]:
         """Train one epoch; the summed batch losses x rows, the correct count, and whether every

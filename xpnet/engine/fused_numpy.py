@@ -19,6 +19,7 @@ import numpy as np
 from ..backend.numpy_kernels import activate_into, derivative_into
 from . import fused_updates
 from .flat import Packing
+from .plan import NormSpec
 
 
 class NumpyKernels:
@@ -47,6 +48,64 @@ class NumpyKernels:
             derivative_into(activation, y, grad, scratch)
         if bias_grad is not None:
             np.add.reduce(grad, axis=0, out=bias_grad)
+
+    def activate(self, x: Any, out: Any, activation: str) -> None:
+        np.copyto(out, x)
+        self.bias_act(out, None, activation)
+
+    def normalize(
+        self, spec: NormSpec, x: Any, rows: int, weight: Any, bias: Any, stats: Any, state: Any, out: Any
+    ) -> None:
+        xs, (mean, inv) = x[:rows], stats
+        count = x.dtype.type(rows)
+        if spec.kind == "batch":  # BatchNormalization's math over the real rows
+            np.divide(xs.sum(axis=0), count, out=mean)
+            centered = xs - mean
+            var = (centered * centered).sum(axis=0) / count
+            np.divide(1.0, np.sqrt(var + spec.eps), out=inv)
+            m = spec.momentum
+            unbiased = var * (count / max(count - 1.0, x.dtype.type(1.0)))
+            state["running_mean"][...] = state["running_mean"] * (1.0 - m) + mean * m
+            state["running_var"][...] = state["running_var"] * (1.0 - m) + unbiased * m
+            np.multiply(centered, inv, out=out[:rows])
+        else:  # LayerNormalization's, row by row (the padding's statistics are 0)
+            mean[...], inv[...] = 0.0, 0.0
+            centered = xs - np.mean(xs, axis=1, keepdims=True)
+            mean[:rows] = xs.mean(axis=1)
+            inv[:rows] = (1.0 / np.sqrt(np.mean(centered * centered, axis=1, keepdims=True) + spec.eps))[:, 0]
+            np.multiply(centered, inv[:rows, None], out=out[:rows])
+        np.multiply(out[:rows], weight, out=out[:rows])
+        np.add(out[:rows], bias, out=out[:rows])
+        out[rows:] = 0.0
+
+    def normalize_grad(
+        self,
+        spec: NormSpec,
+        x: Any,
+        dy: Any,
+        rows: int,
+        weight: Any,
+        stats: Any,
+        dweight: Any,
+        dbias: Any,
+        dx: Any,
+    ) -> None:
+        batch = spec.kind == "batch"
+        mean, inv = stats if batch else (stats[0][:rows, None], stats[1][:rows, None])
+        xhat, dys = (x[:rows] - mean) * inv, dy[:rows]
+        np.add.reduce(dys * xhat, axis=0, out=dweight)
+        np.add.reduce(dys, axis=0, out=dbias)
+        if dx is None:
+            return
+        dxhat = dys * weight
+        if batch:  # BatchNormalization.vjp's
+            total, along = dbias * weight, dweight * weight
+            np.multiply(dxhat - (total + xhat * along) / x.dtype.type(rows), inv, out=dx[:rows])
+        else:  # LayerNormalization.vjp's
+            mean_d = np.mean(dxhat, axis=1, keepdims=True)
+            mean_dx = np.mean(dxhat * xhat, axis=1, keepdims=True)
+            np.multiply(dxhat - mean_d - xhat * mean_dx, inv, out=dx[:rows])
+        dx[rows:] = 0.0
 
     def multiply(self, a: Any, b: Any, out: Any) -> None:
         np.multiply(a, b, out=out)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..backend import Array, device_of
 from .epochs import Epoch
-from .plan import DenseSpec, DropoutSpec, Plan
+from .plan import ActivationSpec, DenseSpec, DropoutSpec, NormSpec, Plan
 
 PER_SAMPLE = {"categorical_crossentropy": False, "binary_crossentropy": True, "mse": True}
 """Whether a loss averages over the outputs too (its per-sample term is their mean)."""
@@ -57,16 +57,14 @@ class Steps:
         self.out = [zeros(size, w) for w in self.widths[1:]]
         self.dx = [zeros(size, w) for w in self.widths[:-1]]
         self.grad = zeros(size, self.widths[-1])
-        self.masks = {
-            i: zeros(steps, size, self.widths[i])
-            for i, spec in enumerate(s.plan.layers)
-            if not isinstance(spec, DenseSpec)
-        }
-        self.scales = {
-            i: 1.0 / (1.0 - spec.rate)
-            for i, spec in enumerate(s.plan.layers)
-            if isinstance(spec, DropoutSpec)
-        }
+        dropping = [i for i, spec in enumerate(s.plan.layers) if isinstance(spec, DropoutSpec) and spec.rate]
+        self.masks = {i: zeros(steps, size, self.widths[i]) for i in dropping}
+        self.scales = {i: 1.0 / (1.0 - s.plan.layers[i].rate) for i in dropping}
+        self.stats: dict[int, tuple[Array, Array]] = {}  # a normalization's mean, 1 / sqrt(var + eps)
+        for i, spec in enumerate(s.plan.layers):
+            if isinstance(spec, NormSpec):  # per feature (batch) or per row (layer)
+                count = self.widths[i] if spec.kind == "batch" else size
+                self.stats[i] = (zeros(count), zeros(count))
         self.sums = zeros(3, kind=xp.float64)
         self.lr, self.step = zeros(1), zeros(1)
         self.per_sample = self.widths[-1] if PER_SAMPLE[s.plan.loss] else 1
@@ -93,7 +91,7 @@ class Steps:
             s.kernels.multiply(self.row_weight, self.valid, self.row_weight)
         weights = xp.reshape(self.row_weight, (self.steps_per_epoch, self.size))
         s.kernels.row_scale(weights, self.per_sample, self.row_scales)
-        if epoch.draw is not None:
+        if epoch.draw is not None and self.masks:  # no mask to draw: nothing else draws from the generator
             self._masks(epoch)
         host = np.dtype(str(self.dtype))
         self.lr[...] = xp.asarray(np.array([epoch.learning_rate], host), device=self.device)
@@ -124,7 +122,8 @@ class Steps:
         rows = slice(k * size, (k + 1) * size)
         kern.gather(self.x, self.index[rows], self.xb)
         kern.gather(self.t, self.index[rows], self.tb)
-        inputs = self.forward(k)
+        real = min(size, self.n - k * size)  # the last batch's others are padding
+        inputs = self.forward(k, real)
         kern.loss(
             s.plan.loss,
             self.out[-1],
@@ -132,31 +131,40 @@ class Steps:
             self.row_scales[k],
             s.plan.label_smoothing,
             self.grad,
-            min(size, self.n - k * size),
+            real,
             self.sums,
         )
-        self.backward(inputs, k)
+        self.backward(inputs, k, real)
         kern.update(s.packing, s.plan.optimizer, self.lr, self.step, k)
 
-    def forward(self, k: int) -> list[Array]:
-        """Every layer's input, the output last (logits when the loss fuses with the activation)."""
+    def forward(self, k: int, rows: int) -> list[Array]:
+        """Every layer's input, the output last (logits when the loss fuses with the activation);
+        ``rows`` of the batch's rows are real (the rest pad the last batch)."""
         s, kern = self.s, self.s.kernels
         inputs = [self.xb]
         h = self.xb
         last = len(s.plan.layers) - 1
         for i, spec in enumerate(s.plan.layers):
+            p = s.packing.params[i]
             if isinstance(spec, DenseSpec):
-                p = s.packing.params[i]
                 kern.matmul(h, p["weight"], self.out[i])
                 fused = i == last and s.plan.from_logits
                 kern.bias_act(self.out[i], p.get("bias"), "linear" if fused else spec.activation)
-            else:
+            elif isinstance(spec, NormSpec):
+                state = s.states[i]
+                kern.normalize(spec, h, rows, p["weight"], p["bias"], self.stats[i], state, self.out[i])
+            elif isinstance(spec, ActivationSpec):
+                kern.activate(h, self.out[i], spec.activation)
+            elif i in self.masks:
                 kern.multiply(h, self.masks[i][k], self.out[i])
+            else:  # Dropout(0): the identity
+                inputs.append(h)
+                continue
             h = self.out[i]
             inputs.append(h)
         return inputs
 
-    def backward(self, inputs: list[Array], k: int) -> None:
+    def backward(self, inputs: list[Array], k: int, rows: int) -> None:
         """Backpropagate the loss gradient into the flat gradient buffer."""
         s, kern = self.s, self.s.kernels
         plan, grads = s.plan, s.packing.grads
@@ -164,13 +172,24 @@ class Steps:
         last = len(plan.layers) - 1
         for i in range(last, plan.first - 1, -1):
             spec = plan.layers[i]
-            if not isinstance(spec, DenseSpec):
-                kern.multiply(grad, self.masks[i][k], grad)
+            if isinstance(spec, DropoutSpec):
+                if i in self.masks:
+                    kern.multiply(grad, self.masks[i][k], grad)
                 continue
-            activation = "linear" if i == last and plan.from_logits else spec.activation
-            if spec.bias or activation != "linear":
+            if isinstance(spec, ActivationSpec):
+                kern.act_grad(grad, inputs[i + 1], spec.activation, None)
+                continue
+            dx = self.dx[i] if i > plan.first else None
+            if isinstance(spec, NormSpec):
+                weight, g = s.packing.params[i]["weight"], grads[i]
+                kern.normalize_grad(
+                    spec, inputs[i], grad, rows, weight, self.stats[i], g["weight"], g["bias"], dx
+                )
+            else:
+                activation = "linear" if i == last and plan.from_logits else spec.activation
                 kern.act_grad(grad, inputs[i + 1], activation, grads[i]["bias"] if spec.bias else None)
-            kern.matmul(inputs[i], grad, grads[i]["weight"], ta=True)
-            if i > plan.first:
-                kern.matmul(grad, s.packing.params[i]["weight"], self.dx[i], tb=True)
-                grad = self.dx[i]
+                kern.matmul(inputs[i], grad, grads[i]["weight"], ta=True)
+                if dx is not None:
+                    kern.matmul(grad, s.packing.params[i]["weight"], dx, tb=True)
+            if dx is not None:
+                grad = dx

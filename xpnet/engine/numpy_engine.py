@@ -5,7 +5,10 @@ What the fused loop runs is a :class:`~xpnet.engine.plan.Plan`
 :mod:`xpnet.engine.numpy_loop`. Every runner call checks that its arrays suit
 the loop (writeable NumPy arrays of one floating dtype, targets as the loss
 takes them); otherwise, or with no plan, the generic step runs, so callers
-never choose.
+never choose. The loop runs plans of Dense and Dropout layers only
+(:attr:`~xpnet.engine.plan.Plan.dense_only`): networks with normalization or
+``Activation`` layers run the generic step here (the fused GPU runner covers
+them).
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ class NumpyEngine(EagerEngine):
     """:class:`~xpnet.engine.eager.EagerEngine` whose runner is :class:`NumpyFusedRunner`."""
 
     def _runner(self, model: pure.Model) -> Any:
-        return NumpyFusedRunner(self.backend, self._step_function(model), plan_of(model))
+        plan = plan_of(model)
+        own = plan if plan is not None and plan.dense_only else None
+        return NumpyFusedRunner(self.backend, self._step_function(model), own)
 
 
 class NumpyFusedRunner(EagerRunner):

@@ -47,7 +47,7 @@ import numpy as np
 from ..backend.numpy_kernels import activate_into, derivative_into
 from .epochs import Carry, Epoch, Report
 from .numpy_tally import Tally, tally_kind
-from .plan import DenseSpec, DropoutSpec, Plan
+from .plan import DenseSpec, DropoutSpec, LayerSpec, Plan
 
 Array = Any
 
@@ -55,7 +55,7 @@ Array = Any
 class _Layer:
     """One layer of a call: its parameter arrays (updated in place) and gradient buffers."""
 
-    def __init__(self, index: int, spec: DenseSpec | DropoutSpec, params: dict[str, Array]) -> None:
+    def __init__(self, index: int, spec: LayerSpec, params: dict[str, Array]) -> None:
         self.index = index
         self.dense = isinstance(spec, DenseSpec)
         self.activation = spec.activation if isinstance(spec, DenseSpec) else "linear"

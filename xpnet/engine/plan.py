@@ -1,11 +1,13 @@
 """Fused plans: which networks a fused training loop covers, as plain specifications.
 
-A :class:`Plan` names a stack of ``Dense`` and ``Dropout`` layers, a loss and
-an update rule; :func:`plan_of` reads one off a step's
+A :class:`Plan` names a stack of ``Dense``, ``Dropout``, ``Activation``,
+``BatchNormalization`` and ``LayerNormalization`` layers, a loss and an
+update rule; :func:`plan_of` reads one off a step's
 :class:`~xpnet.engine.step.Model` (exactly these classes, so a subclass with
-its own math runs the generic step). The NumPy engine's fused loop
-(:mod:`xpnet.engine.numpy_loop`) runs plans, and a GPU runner would run the
-same plans with its own kernels; what no plan covers runs the generic step.
+its own math runs the generic step). The fused GPU runner
+(:mod:`xpnet.engine.fused`) runs every plan; the NumPy engine's fused loop
+(:mod:`xpnet.engine.numpy_loop`) the plans of Dense and Dropout layers only
+(:attr:`Plan.dense_only`). What no plan covers runs the generic step.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..nn.layers import Dense, Dropout, Layer
+from ..nn.layers import Activation, Dense, Dropout, Layer
 from ..nn.losses import BinaryCrossentropy, CategoricalCrossentropy, Loss, MeanSquaredError
+from ..nn.normalization import BatchNormalization, LayerNormalization
 from ..optim.optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 from .step import Model
 
@@ -43,6 +46,30 @@ class DropoutSpec:
 
 
 @dataclass(frozen=True)
+class ActivationSpec:
+    """An ``Activation`` layer between others (an elementwise activation, by name)."""
+
+    activation: str
+
+
+@dataclass(frozen=True)
+class NormSpec:
+    """A ``BatchNormalization`` (``kind="batch"``: statistics over the batch's rows, running
+    statistics moved by ``momentum``) or ``LayerNormalization`` (``"layer"``: over each row's
+    features) layer, with its trainable ``weight`` and ``bias``."""
+
+    kind: str
+    eps: float
+    momentum: float = 0.0
+
+
+LayerSpec = DenseSpec | DropoutSpec | ActivationSpec | NormSpec
+"""What a plan says of one layer."""
+PARAMETERS = (DenseSpec, NormSpec)
+"""The specs of layers with parameters (every one of them trains in a plan)."""
+
+
+@dataclass(frozen=True)
 class UpdateSpec:
     """An optimizer a fused update computes: its name and hyper-parameters (not the learning rate,
     which, with the step number, comes from device memory)."""
@@ -60,7 +87,7 @@ class Plan:
 
     Parameters
     ----------
-    layers : sequence of DenseSpec or DropoutSpec
+    layers : sequence of DenseSpec, DropoutSpec, ActivationSpec or NormSpec
         In order; the last one is a Dense layer.
     loss : {"binary_crossentropy", "categorical_crossentropy", "mse"}
     label_smoothing : float
@@ -81,7 +108,7 @@ class Plan:
         a GPU's cuBLAS reads it, NumPy has no such precision).
     """
 
-    layers: tuple[DenseSpec | DropoutSpec, ...]
+    layers: tuple[LayerSpec, ...]
     loss: str
     label_smoothing: float = 0.0
     update: Callable[..., tuple[Array, dict[str, Array]]] | None = None
@@ -89,7 +116,7 @@ class Plan:
     optimizer: UpdateSpec | None = None
     tf32: bool = False
     first: int = field(init=False)
-    """Index of the first Dense layer: backward stops there."""
+    """Index of the first layer with parameters (Dense or a normalization): backward stops there."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -102,10 +129,19 @@ class Plan:
         assert isinstance(last, DenseSpec)
         wanted = LOSSES[self.loss]
         allowed = ELEMENTWISE if wanted is None else {wanted, "linear"}
-        hidden = [spec.activation for spec in self.layers[:-1] if isinstance(spec, DenseSpec)]
+        hidden = [s.activation for s in self.layers[:-1] if isinstance(s, (DenseSpec, ActivationSpec))]
         if last.activation not in allowed or not set(hidden) <= ELEMENTWISE:
             raise ValueError(f"the fused loop does not compute this network's activations: {self.layers}")
-        object.__setattr__(self, "first", dense[0])
+        kinds = {spec.kind for spec in self.layers if isinstance(spec, NormSpec)}
+        if not kinds <= {"batch", "layer"}:
+            raise ValueError(f"the fused loop normalizes over the batch or the layer, not {sorted(kinds)}")
+        first = next(i for i, spec in enumerate(self.layers) if isinstance(spec, PARAMETERS))
+        object.__setattr__(self, "first", first)
+
+    @property
+    def dense_only(self) -> bool:
+        """Whether every layer is Dense or Dropout (what the NumPy engine's own loop runs)."""
+        return all(isinstance(spec, (DenseSpec, DropoutSpec)) for spec in self.layers)
 
     @property
     def from_logits(self) -> bool:
@@ -114,7 +150,7 @@ class Plan:
 
 
 def fused_plan(
-    layers: Sequence[DenseSpec | DropoutSpec | None],
+    layers: Sequence[LayerSpec | None],
     loss: str | None,
     *,
     label_smoothing: float = 0.0,
@@ -144,11 +180,17 @@ def fused_plan(
         return None
 
 
-def _layer_spec(layer: Layer) -> DenseSpec | DropoutSpec | None:
+def _layer_spec(layer: Layer) -> LayerSpec | None:
     if type(layer) is Dense:
         return DenseSpec(layer.activation.name, layer.use_bias)
     if type(layer) is Dropout:
         return DropoutSpec(layer.rate)
+    if type(layer) is Activation:
+        return ActivationSpec(layer.activation.name)
+    if type(layer) is BatchNormalization:
+        return NormSpec("batch", layer.eps, layer.momentum)
+    if type(layer) is LayerNormalization:
+        return NormSpec("layer", layer.eps)
     return None
 
 
@@ -161,14 +203,16 @@ def _loss_name(loss: Loss) -> str | None:
 def plan_of(model: Model) -> Plan | None:
     """The fused plan for ``model``, or None when it runs the generic step.
 
-    Covered: ``Dense`` and ``Dropout`` layers (every Dense layer trained),
-    binary or categorical cross-entropy or mean squared error, any optimizer
-    (plain SGD fastest), no gradient transform (clipping or an allreduce run
-    the generic step), no mixed dtype policy (its casts and loss scaling are
-    the generic step's). The same for an attached model and its detached copy.
+    Covered: ``Dense``, ``Dropout``, ``Activation`` (elementwise, between
+    layers), ``BatchNormalization`` and ``LayerNormalization`` layers (every
+    Dense and normalization layer trained), binary or categorical
+    cross-entropy or mean squared error, any optimizer (plain SGD fastest),
+    no gradient transform (clipping or an allreduce run the generic step), no
+    mixed dtype policy (its casts and loss scaling are the generic step's).
+    The same for an attached model and its detached copy.
     """
-    dense = tuple(type(layer) is Dense for layer in model.layers)
-    if model.transform is not None or model.trainable != dense:  # frozen layers: the generic step
+    trained = tuple(type(layer) in TRAINED for layer in model.layers)
+    if model.transform is not None or model.trainable != trained:  # frozen layers: the generic step
         return None
     if model.compute_dtype is not None or model.loss_scaler is not None:
         return None
@@ -183,6 +227,10 @@ def plan_of(model: Model) -> Plan | None:
         optimizer=_update_spec(optimizer),
         tf32=model.matmul_precision == "tf32",
     )
+
+
+TRAINED = (Dense, BatchNormalization, LayerNormalization)
+"""The layer classes with parameters a plan covers."""
 
 
 def _update_spec(optimizer: Optimizer) -> UpdateSpec | None:
