@@ -314,7 +314,7 @@ class Network(Trainer, Predictor):
         return serialize.restore(cls, metadata, tensors, backend, device, dtype)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = serialize.picklable(self.__dict__)  # torch views of flat buffers: their own copies
         state["_engines"] = {}  # compiled functions do not pickle; they are rebuilt on use
         state["_copies"] = copies.Kept()
         state["communicator"] = None  # an MPI communicator belongs to its processes
