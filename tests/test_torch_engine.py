@@ -4,7 +4,9 @@ generic step; its steps against torch.optim on the same weights."""
 
 from __future__ import annotations
 
+import gc
 import pickle
+import weakref
 
 import numpy as np
 import pytest
@@ -189,6 +191,16 @@ def test_save_load_pickle_move_and_an_exact_resume(backend, steps, tmp_path):
         _same(resumed, generic)
     moved = whole.to("numpy")
     np.testing.assert_allclose(xn.to_numpy(moved.predict(X)), xn.to_numpy(generic.predict(X)), atol=1e-12)
+
+
+def test_moving_the_network_lets_its_flat_buffers_go(backend):
+    net = _net(backend, "adam")
+    _fit(net, epochs=1)
+    buffer = weakref.ref(net.layers[0].weight._base)
+    net.to("numpy")
+    gc.collect()
+    assert buffer() is None
+    _fit(net, epochs=1)  # and it trains on NumPy from there
 
 
 def test_a_pickle_holds_each_element_once(backend):

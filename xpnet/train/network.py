@@ -225,6 +225,7 @@ class Network(Trainer, Predictor):
                 layer.to(target)
         self.optimizer.to(target)
         self.backend = target
+        self._engines = {}  # an engine may hold the old arrays (torch's and CuPy's flat buffers)
         return self
 
     def summary(self, print_fn: Any = print) -> str:
