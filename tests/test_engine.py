@@ -35,7 +35,7 @@ def _net(backend, compile=None, dropout=0.0):
 
 
 def test_each_backend_gets_its_engine(backend):
-    expected = {"numpy": "NumpyEngine", "jax": "JaxEngine", "cupy": "CupyEngine"}
+    expected = {"numpy": "NumpyEngine", "jax": "JaxEngine", "cupy": "CupyEngine", "torch": "TorchEngine"}
     engine = engine_for(backend)
     assert type(engine).__name__ == expected.get(backend.name, "EagerEngine")
     assert engine.inplace == backend.mutable

@@ -17,6 +17,7 @@ from .registry import (
     float_dtype,
     get_backend,
     namespace_of,
+    owning,
     to_numpy,
 )
 
@@ -34,5 +35,6 @@ __all__ = [
     "float_dtype",
     "get_backend",
     "namespace_of",
+    "owning",
     "to_numpy",
 ]

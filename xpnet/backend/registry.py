@@ -587,3 +587,16 @@ def namespace_of(*arrays: Any) -> Any:
 def device_of(array: Any) -> Any:
     """The device ``array`` lives on."""
     return aac.device(array)
+
+
+def owning(array: Any) -> Any:
+    """``array``, or its own copy when it is a torch view into a larger buffer.
+
+    torch pickles a view with the whole buffer it views: a network whose
+    parameters are views into one flat buffer (the torch engine's) would
+    carry that buffer once per parameter. Other libraries pickle a view's
+    elements only.
+    """
+    if aac.is_torch_array(array) and array.untyped_storage().nbytes() != array.numel() * array.element_size():
+        return array.clone()
+    return array

@@ -7,17 +7,20 @@ inference; see :class:`~xpnet.engine.eager.EagerEngine` for the interface.
 :func:`engine_for` maps a backend to its engine, and is the only place where
 execution reads a backend's name:
 
-==================  ==================================================================
-``numpy``           :class:`~xpnet.engine.numpy_engine.NumpyEngine`: the fused loop
-                    where its plan covers the model, else the eager engine
-``jax``             :class:`~xpnet.engine.jax_engine.JaxEngine`: compiled epochs, the
-                    compiled distributed halves, jitted inference
-``cupy``            :class:`~xpnet.engine.cupy_engine.CupyEngine`: eager on the GPU,
-                    batches copied through pinned memory
-``torch``,          :class:`~xpnet.engine.eager.EagerEngine`, in place
-``array_api_strict``
-``compile=False``   :class:`~xpnet.engine.eager.EagerEngine` with pure updates, on any backend
-==================  ==================================================================
+====================  ================================================================
+``numpy``             :class:`~xpnet.engine.numpy_engine.NumpyEngine`: the fused loop
+                      where its plan covers the model, else the eager engine
+``jax``               :class:`~xpnet.engine.jax_engine.JaxEngine`: compiled epochs, the
+                      compiled distributed halves, jitted inference
+``cupy``              :class:`~xpnet.engine.cupy_engine.CupyEngine`: eager on the GPU,
+                      batches copied through pinned memory
+``torch``             :class:`~xpnet.engine.torch_engine.TorchEngine`: the eager step's
+                      forward and backward, then one update of every parameter from
+                      flat buffers where it covers the model, else the eager engine
+``array_api_strict``  :class:`~xpnet.engine.eager.EagerEngine`, in place
+``compile=False``     :class:`~xpnet.engine.eager.EagerEngine` with pure updates, on any
+                      backend
+====================  ================================================================
 
 What an engine builds is cached by :mod:`xpnet.engine.cache`, keyed by structure.
 """
@@ -47,4 +50,8 @@ def engine_for(backend: Backend, compile: bool | None = None) -> EagerEngine:
         from .cupy_engine import CupyEngine
 
         return CupyEngine(backend)
+    if backend.name == "torch":
+        from .torch_engine import TorchEngine
+
+        return TorchEngine(backend)
     return EagerEngine(backend)

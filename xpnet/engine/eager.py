@@ -223,10 +223,13 @@ class EagerRunner:
                 carry, total, correct = self._run(carry, make(i), None)
                 totals.append(total)
                 corrects.append(correct)
-                params = [p for layer in carry[0] for p in layer.values()]
-                if not (math.isfinite(float(total)) and kernels.all_finite(params, self.backend.xp)):
+                if not (math.isfinite(float(total)) and self._finite(carry)):
                     break
         return carry, totals, corrects, len(totals)
+
+    def _finite(self, carry: Carry) -> bool:
+        """Whether every parameter of ``carry`` is finite (one device read)."""
+        return kernels.all_finite([p for layer in carry[0] for p in layer.values()], self.backend.xp)
 
     def _noise(self, epoch: Epoch, rows: int) -> list[Any] | None:
         if epoch.draw is None:
@@ -234,8 +237,11 @@ class EagerRunner:
         xp, device = self.backend.xp, self.backend.device
         return [None if m is None else xp.asarray(m, device=device) for m in epoch.draw(rows)]
 
-    def _run(self, carry: Carry, epoch: Epoch, report: Report | None) -> tuple[Carry, Array, Array]:
-        xp = self.backend.xp
+    def _run(
+        self, carry: Carry, epoch: Epoch, report: Report | None, step: StepFunction | None = None
+    ) -> tuple[Carry, Array, Array]:
+        """One epoch, batch by batch, through ``step`` (default :attr:`step`, the generic one)."""
+        xp, step = self.backend.xp, step or self.step
         x, t, size, n = epoch.x, epoch.t, epoch.batch_size, epoch.rows
         w = epoch.weight
         order = None if epoch.order is None else xp.asarray(epoch.order, device=self.backend.device)
@@ -253,7 +259,7 @@ class EagerRunner:
                 xb, tb = xp.take(x, index, axis=0), xp.take(t, index, axis=0)
                 wb = None if w is None else xp.take(w, index, axis=0)
             noise = self._noise(epoch, stop - start)
-            params, opt, states, value, hit = self.step(
+            params, opt, states, value, hit = step(
                 params, opt, states, xb, tb, wb, noise, number + k, lr, xp=xp, inplace=self.inplace
             )
             total = total + value * (stop - start)

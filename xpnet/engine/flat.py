@@ -9,6 +9,7 @@ and one update reaches every parameter.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +153,9 @@ class Packing:
     ----------
     param, grad : Array
         The flat buffers, in the parameters' dtype and device; the gaps
-        between aligned slots are 0 and stay 0 under every update.
+        between aligned slots are 0 and stay 0 under every update. ``grad``
+        (and its views ``grads``) is made on first use: an update that takes
+        the backward pass's gradients as they are never needs it.
     state : dict of str to Array
         One flat buffer per optimizer state name.
     """
@@ -171,13 +174,10 @@ class Packing:
                 offset += -(-self.slots[-1].size // ALIGN) * ALIGN
         self.layers = len(params)
 
-        def zeros() -> Array:
-            return xp.zeros((max(offset, 1),), dtype=dtype, device=device)
-
-        self.param, self.grad = zeros(), zeros()
-        self.state = {key: zeros() for key in state_keys}
+        self._size, self._dtype, self._device = max(offset, 1), dtype, device
+        self.param = self._zeros()
+        self.state = {key: self._zeros() for key in state_keys}
         self.params = self._views(self.param)
-        self.grads = self._views(self.grad)
         self.opt_state = {
             f"{slot.layer}.{slot.name}": {key: self._view(buffer, slot) for key, buffer in self.state.items()}
             for slot in self.slots
@@ -188,6 +188,19 @@ class Packing:
             for name, value in opt_state.get(key, {}).items():
                 if name in self.opt_state[key]:
                     self._copy(self.opt_state[key][name], value)
+
+    def _zeros(self) -> Array:
+        return self.xp.zeros((self._size,), dtype=self._dtype, device=self._device)
+
+    @functools.cached_property
+    def grad(self) -> Array:
+        """The flat gradient buffer (made on first use)."""
+        return self._zeros()
+
+    @functools.cached_property
+    def grads(self) -> list[dict[str, Array]]:
+        """Each layer's gradients: views into :attr:`grad`."""
+        return self._views(self.grad)
 
     def _view(self, buffer: Array, slot: Slot) -> Array:
         return self.xp.reshape(buffer[slot.offset : slot.offset + slot.size], slot.shape)

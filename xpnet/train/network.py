@@ -225,6 +225,7 @@ class Network(Trainer, Predictor):
                 layer.to(target)
         self.optimizer.to(target)
         self.backend = target
+        self._engines = {}  # an engine may hold the old arrays (torch's and CuPy's flat buffers)
         return self
 
     def summary(self, print_fn: Any = print) -> str:
@@ -314,7 +315,7 @@ class Network(Trainer, Predictor):
         return serialize.restore(cls, metadata, tensors, backend, device, dtype)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = serialize.picklable(self.__dict__)  # torch views of flat buffers: their own copies
         state["_engines"] = {}  # compiled functions do not pickle; they are rebuilt on use
         state["_copies"] = copies.Kept()
         state["communicator"] = None  # an MPI communicator belongs to its processes

@@ -12,6 +12,7 @@ Whatever is wrong, the error is a ValueError.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import to_numpy
+from ..backend import owning, to_numpy
 from ..checkpoint import TensorSpecs, loads_json
 from ..data import labels
 from ..data.encoders import encoder_from_state
@@ -103,6 +104,29 @@ def state_of(net: Any) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if net.loss_scaler is not None:
         metadata["loss_scaler"] = json.dumps(net.loss_scaler.get_config())
     return tensors, metadata
+
+
+def picklable(state: dict[str, Any]) -> dict[str, Any]:
+    """A network's ``__dict__`` as it pickles: layers and optimizer whose arrays are views into a
+    larger buffer (the torch engine's flat buffers) replaced by copies owning their arrays
+    (:func:`~xpnet.backend.owning`), so that a pickle holds each element once."""
+    state = dict(state)
+    state["layers"] = [_owning_layer(layer) for layer in state["layers"]]
+    optimizer = state["optimizer"]
+    entries = {key: {k: owning(v) for k, v in entry.items()} for key, entry in optimizer.state.items()}
+    if any(a is not optimizer.state[key][k] for key, entry in entries.items() for k, a in entry.items()):
+        state["optimizer"] = copy.copy(optimizer)
+        state["optimizer"].state = entries
+    return state
+
+
+def _owning_layer(layer: Layer) -> Layer:
+    params = {k: owning(v) for k, v in layer.params.items()}
+    if all(a is layer.params[k] for k, a in params.items()):
+        return layer
+    twin = copy.copy(layer)
+    twin.params = params
+    return twin
 
 
 def check_finite(tensors: dict[str, np.ndarray], path: Any) -> None:
