@@ -250,11 +250,13 @@ def test_an_integer_coded_column_gets_its_levels_one_hot_beside_its_numbers():
 def test_an_unseen_or_missing_code_encodes_as_zeros_and_its_number_stays():
     frame = _panel(persons=30, each=6)
     encoder = RobustTabularEncoder(bins=4, levels=100).fit(frame[["id", "x"]])
-    new = pd.DataFrame({"id": [frame["id"].iloc[0], 5, np.nan], "x": [0.0, 0.0, 0.0]})
+    between = frame["id"].min() + 1  # the ids step by 7
+    new = pd.DataFrame({"id": [frame["id"].iloc[0], 5, np.nan, 10**6, between], "x": [0.0] * 5})
     with pytest.warns(UserWarning, match="missing value"):
         out = encoder.transform(new)
     one_hot = out[:, 5:35]
-    assert one_hot[0].sum() == 1 and one_hot[1].sum() == 0 and one_hot[2].sum() == 0
+    assert one_hot[0].sum() == 1 and one_hot[0, encoder.columns[0]["levels"].index(new["id"][0])] == 1
+    assert not one_hot[1:].any()  # below, missing, above and between the known codes
     assert np.all(np.isfinite(out))
 
 

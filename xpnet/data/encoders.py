@@ -49,7 +49,8 @@ NORMAL_IQR = 1.349
 LEVEL_ROWS = 5
 """Training rows a value of an integer-coded column needs to be one of its one-hot levels."""
 LEVEL_SHARE = 0.5
-"""Share of a column's training rows that its kept levels must hold for it to count as codes."""
+"""Share of a column's training rows that its values of ``level_rows`` rows or more must hold for
+it to count as codes."""
 LARGEST_CODE = 2.0**53
 """Integers beyond this are not exact in float64, so no column of them counts as codes."""
 
@@ -189,9 +190,7 @@ class RobustTabularEncoder(TabularEncoder):
             low, width = edges[:-1], np.diff(edges)
             parts.append(np.clip((x[:, None] - low[None, :]) / width[None, :], 0.0, 1.0))
         if spec.get("levels"):
-            raw = column.to_numpy(dtype=np.float64, na_value=np.nan)  # a gap or an unseen value: all zeros
-            levels = np.asarray(spec["levels"], dtype=np.float64)
-            parts.append((raw[:, None] == levels[None, :]).astype(np.float64))
+            parts.append(_one_hot(column.to_numpy(dtype=np.float64, na_value=np.nan), spec["levels"]))
         return np.concatenate([*parts, encoded[:, 1:]], axis=1)
 
     def get_state(self) -> dict[str, Any]:
@@ -272,6 +271,17 @@ def integer_levels(finite: np.ndarray, most: int, rows: int, bins: int = 0) -> l
         return []
     order = np.lexsort((values, -counts))[: min(most, int(frequent.sum()))]
     return [int(v) for v in np.sort(values[order])]
+
+
+def _one_hot(values: np.ndarray, levels: list[int]) -> np.ndarray:
+    """One column per level, 1 where ``values`` equals it (a gap or an unseen value: a row of
+    zeros); by lookup, not by comparing every row with every level."""
+    known = np.asarray(levels, dtype=np.float64)
+    where = np.minimum(np.searchsorted(known, values), known.size - 1)  # NaN sorts past the end
+    hit = known[where] == values
+    out = np.zeros((values.size, known.size))
+    out[np.flatnonzero(hit), where[hit]] = 1.0
+    return out
 
 
 def _edges(finite: np.ndarray, bins: int) -> list[float]:
