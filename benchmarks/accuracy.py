@@ -347,14 +347,17 @@ def large_table(
                 record = {"table": name, "seed": seed, "xpnet": ours[-1], "xpnet_s": seconds[-1], **last}
                 print(json.dumps({**record, "load": os.getloadavg()[0]}), flush=True)
             scale = 1.0 if regression else 100.0
+            digits = max(1, 2 - int(np.floor(np.log10(abs(statistics.mean(theirs["hgb"])) or 1.0))))
+            digits = digits if regression else 1
             best = (min if regression else max)(
                 statistics.mean(theirs["hgb"]), statistics.mean(theirs["linear"])
             )
             mean = statistics.mean(ours)
             ratio = f"{mean / best:.3f}x" if regression else f"{(mean - best) * 100:+.1f} points"
-            realmlp = summary(theirs["realmlp"], scale) if "realmlp" in theirs else "not installed"
-            cells = [str(len(frame)), summary(ours, scale), summary(theirs["hgb"], scale)]
-            cells += [summary(theirs["linear"], scale), ratio, realmlp, f"{statistics.mean(seconds):.0f}"]
+            realmlp = summary(theirs["realmlp"], scale, digits) if "realmlp" in theirs else "not installed"
+            cells = [str(len(frame)), summary(ours, scale, digits), summary(theirs["hgb"], scale, digits)]
+            cells += [summary(theirs["linear"], scale, digits), ratio, realmlp]
+            cells.append(f"{statistics.mean(seconds):.0f}")
             print(f"| {name} | {' | '.join(cells)} |", flush=True)
 
 

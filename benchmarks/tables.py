@@ -79,6 +79,10 @@ CHOOSE: dict[str, tuple[Callable[[], Any], str]] = {
     "seattle-temps (MAE)": (_hourly("seattle-temps"), "temp"),
     "Benefits": (_r("Benefits"), "ui"),
     "Car": (_r("Car"), "choice"),
+    "Males (MAE)": (_r("Males"), "wage"),  # nr: 545 persons' ids, written as integers
+    "Cracker": (_r("Cracker"), "choice"),  # id: 136 households' ids, written as integers
+    "SumHes (MAE)": (_r("SumHes"), "gdp"),  # country: 125 names, a text column of over 100 levels
+    "InstEval": (_r("InstEval"), "y"),  # s, d: 2,972 students' and 1,128 lecturers' ids (10,000 rows kept)
 }
 """Tables the default recipe was chosen on (seeds 100 and up)."""
 

@@ -184,6 +184,8 @@ def test_tabular_model_refuses_what_it_cannot_learn(target, match):
 def test_fit_on_a_dataframe_picks_the_robust_encoder_above_1000_rows():
     assert type(default_encoder(1000)) is TabularEncoder
     assert isinstance(default_encoder(1001), RobustTabularEncoder) and default_encoder(1001).bins == 16
+    assert (default_encoder(1001).levels, default_encoder(1001).level_rows) == (1000, 5)
+    assert (xn.TabularRecipe().levels, xn.TabularRecipe().level_rows) == (1000, 5)
     frame = _table(1100).drop(columns=["kind"])
     net = xn.Network([xn.Dense(1)], loss="mse", optimizer="adam", backend="numpy", seed=0)
     net.fit(frame.drop(columns=["y"]), frame["y"], epochs=1, batch_size=256, verbose=0, preprocess="auto")
@@ -215,3 +217,183 @@ def test_blas_threads_limits_numpys_blas_inside_the_block_and_restores_it():
     assert counts() == before
     with blas_threads(None):
         assert counts() == before
+
+
+def _panel(persons=60, each=20, seed=0):
+    """A table where each person (an id written as a number) has an effect of its own on ``y``."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(rng.permutation(np.arange(1000, 1000 + 7 * persons, 7)), each)
+    effect = dict(zip(np.unique(ids), rng.normal(scale=2.0, size=persons)))
+    x = rng.normal(size=ids.size)
+    frame = pd.DataFrame({"id": ids, "x": x})
+    frame["y"] = x + np.array([effect[i] for i in ids]) + 0.1 * rng.normal(size=ids.size)
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def test_an_integer_coded_column_gets_its_levels_one_hot_beside_its_numbers():
+    frame = _panel(persons=30, each=6)
+    encoder = RobustTabularEncoder(bins=4, levels=100).fit(frame[["id", "x"]])
+    levels = encoder.columns[0]["levels"]
+    assert levels == sorted(frame["id"].unique().tolist())  # every person has 6 >= 5 rows
+    assert encoder.columns[1]["levels"] == []  # x is not integers
+    names = encoder.feature_names_out
+    assert names[:5] == ["id", "id:bin1", "id:bin2", "id:bin3", "id:bin4"] and names[5] == f"id={levels[0]}"
+    out = encoder.transform(frame[["id", "x"]])
+    assert out.shape[1] == encoder.width == len(names) == 1 + 4 + 30 + 1 + 4
+    one_hot = out[:, 5:35]
+    ids = frame["id"].to_numpy()
+    np.testing.assert_array_equal(one_hot, (ids[:, None] == np.array(levels)).astype(float))
+    alone = RobustTabularEncoder(bins=4).fit(frame[["id"]])
+    np.testing.assert_array_equal(out[:, :5], alone.transform(frame[["id"]]))
+
+
+def test_an_unseen_or_missing_code_encodes_as_zeros_and_its_number_stays():
+    frame = _panel(persons=30, each=6)
+    encoder = RobustTabularEncoder(bins=4, levels=100).fit(frame[["id", "x"]])
+    between = frame["id"].min() + 1  # the ids step by 7
+    new = pd.DataFrame({"id": [frame["id"].iloc[0], 5, np.nan, 10**6, between], "x": [0.0] * 5})
+    with pytest.warns(UserWarning, match="missing value"):
+        out = encoder.transform(new)
+    one_hot = out[:, 5:35]
+    assert one_hot[0].sum() == 1 and one_hot[0, encoder.columns[0]["levels"].index(new["id"][0])] == 1
+    assert not one_hot[1:].any()  # below, missing, above and between the known codes
+    assert np.all(np.isfinite(out))
+
+
+@pytest.mark.parametrize(
+    ("values", "why"),
+    [
+        (np.arange(5000.0), "a row number: every value once"),
+        (np.repeat(np.arange(0.5, 300.5), 10), "not integers"),
+        (np.repeat(np.arange(17.0), 10), "no more values than 16 bins have edges"),
+        (np.repeat(np.arange(100.0), 3), "no value has 5 rows"),
+        (np.concatenate([np.repeat(np.arange(20.0), 5), np.arange(100.0, 400.0)]), "repeats hold a quarter"),
+        (np.repeat(np.arange(50.0) * 2.0**60, 10), "too large to be exact in float64"),
+    ],
+)
+def test_a_column_that_is_not_codes_gets_no_levels(values, why):
+    encoder = RobustTabularEncoder(bins=16, levels=1000).fit(pd.DataFrame({"v": values}))
+    assert encoder.columns[0]["levels"] == [], why
+    assert encoder.width <= 1 + 16
+
+
+def test_levels_keep_the_most_frequent_codes_up_to_the_cap_and_gaps_are_ignored():
+    values = np.concatenate([np.repeat(np.arange(40.0), np.arange(40) + 5), [np.nan] * 50])
+    encoder = RobustTabularEncoder(bins=16, levels=10).fit(pd.DataFrame({"v": values}))
+    assert encoder.columns[0]["levels"] == list(range(30, 40))
+    assert encoder.columns[0]["indicator"]
+    assert (
+        RobustTabularEncoder(bins=16, levels=10, level_rows=60)
+        .fit(pd.DataFrame({"v": values}))
+        .columns[0]["levels"]
+        == []
+    )  # no value has 60 rows
+
+
+def test_a_state_with_levels_round_trips_and_one_from_before_levels_still_loads():
+    frame = _panel(persons=30, each=6)[["id", "x"]]
+    encoder = RobustTabularEncoder(bins=4, levels=100).fit(frame)
+    state = json.loads(json.dumps(encoder.get_state()))
+    again = encoder_from_state(state)
+    assert again.levels == 100 and again.level_rows == 5
+    np.testing.assert_array_equal(again.transform(frame), encoder.transform(frame))
+    old = json.loads(json.dumps(RobustTabularEncoder(bins=4).fit(frame).get_state()))
+    for key in ("levels", "level_rows"):
+        del old[key]
+    for column in old["columns"]:
+        del column["levels"]
+    np.testing.assert_array_equal(
+        encoder_from_state(old).transform(frame), RobustTabularEncoder(bins=4).fit(frame).transform(frame)
+    )
+
+
+@pytest.mark.parametrize(
+    ("levels", "match"),
+    [
+        ([3, 2], "increasing list"),
+        ([1.5, 2.0], "integers"),
+        ("12", "integers"),
+        (list(range(101)), "at most 100"),
+    ],
+)
+def test_damaged_levels_in_a_state_are_one_value_error(levels, match):
+    state = RobustTabularEncoder(bins=4, levels=100).fit(_panel(persons=30, each=6)[["id", "x"]]).get_state()
+    state["columns"][0]["levels"] = levels
+    with pytest.raises(ValueError, match=match):
+        encoder_from_state(state)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"), [({"levels": -1}, "levels must"), ({"level_rows": 0}, "level_rows must")]
+)
+def test_robust_encoder_refuses_bad_level_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RobustTabularEncoder(**kwargs)
+
+
+def test_the_ensemble_with_levels_answers_after_load_on_every_backend(backend, tmp_path):
+    frame = _panel(persons=24, each=6)
+    recipe = xn.TabularRecipe(**{**TINY.__dict__, "levels": 50})
+    net = xn.tabular_model(frame, "y", recipe=recipe, backend=backend, verbose=0)
+    assert len(net.metadata["encoder"]["columns"][0]["levels"]) == 24
+    new = pd.DataFrame({"id": [frame["id"].iloc[0], -3, np.nan], "x": [0.1, 0.2, 0.3]})  # seen, unseen, gap
+    with pytest.warns(UserWarning, match="missing value"):
+        before = xn.to_numpy(net.predict(new)).ravel()
+    assert np.all(np.isfinite(before))
+    net.save(tmp_path / "m.safetensors")
+    again = xn.load(tmp_path / "m.safetensors", backend=backend.name)
+    with pytest.warns(UserWarning, match="missing value"):
+        np.testing.assert_allclose(xn.to_numpy(again.predict(new)).ravel(), before, rtol=1e-5, atol=1e-4)
+
+
+def test_levels_let_the_ensemble_learn_each_persons_effect():
+    frame = _panel(persons=60, each=20, seed=3)
+    train, test = frame.iloc[:1000], frame.iloc[1000:]
+    base = {**TINY.__dict__, "hidden": (32,), "members": 1, "epochs": 40, "warmup": 2, "batch_size": 64}
+    errors = {}
+    for levels in (0, 100):
+        recipe = xn.TabularRecipe(**{**base, "levels": levels})
+        net = xn.tabular_model(train, "y", recipe=recipe, backend="numpy", verbose=0)
+        errors[levels] = np.abs(xn.to_numpy(net.predict(test)).ravel() - test["y"]).mean()
+    assert errors[100] < 0.5 * errors[0], errors
+
+
+def _schools(frequent=250, each=6, singles=500):
+    """A text column of ``frequent`` names with ``each`` rows apiece and ``singles`` names seen once."""
+    names = [f"school {i:03d}" for i in range(frequent) for _ in range(each)]
+    return pd.DataFrame({"school": names + [f"once {i}" for i in range(singles)]})
+
+
+def test_a_text_column_keeps_frequent_categories_beyond_the_first_100_up_to_levels():
+    frame = _schools()
+    with pytest.warns(UserWarning, match="the 250 most frequent are its categories, the other 500"):
+        robust = RobustTabularEncoder(levels=300).fit(frame)
+    assert robust.columns[0]["categories"] == sorted(f"school {i:03d}" for i in range(250))
+    with pytest.warns(UserWarning, match="the 120 most frequent"):
+        capped = RobustTabularEncoder(levels=120).fit(_schools(singles=0))
+    assert len(capped.columns[0]["categories"]) == 120
+    with pytest.warns(UserWarning, match="the 100 most frequent"):
+        plain = TabularEncoder().fit(frame)
+    assert len(plain.columns[0]["categories"]) == 100  # today's encoder keeps 100, levels or not
+    out = robust.transform(frame)
+    assert out.shape == (len(frame), 250) and out[:1500].sum() == 1500 and out[1500:].sum() == 0
+
+
+def test_a_name_of_one_row_each_stays_at_100_categories_and_levels_do_not_widen_it():
+    frame = pd.DataFrame({"name": [f"person {i}" for i in range(5000)], "row": np.arange(5000)})
+    with pytest.warns(UserWarning, match="5,000 distinct values"):
+        encoder = RobustTabularEncoder(bins=16, levels=1000).fit(frame)
+    assert encoder.width == 100 + 1 + 16  # 100 names, and the row number: its z and bins, no levels
+
+
+def test_a_state_with_more_than_100_categories_round_trips_only_for_the_robust_encoder():
+    encoder = RobustTabularEncoder(levels=300).fit(_schools(singles=0))
+    state = json.loads(json.dumps(encoder.get_state()))
+    again = encoder_from_state(state)
+    frame = _schools(singles=0)
+    np.testing.assert_array_equal(again.transform(frame), encoder.transform(frame))
+    with pytest.raises(ValueError, match=r"list more categories than it keeps \(100\)"):
+        TabularEncoder.from_state(state)
+    state["levels"] = 200
+    with pytest.raises(ValueError, match=r"more categories than it keeps \(200\)"):
+        encoder_from_state(state)

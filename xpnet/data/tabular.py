@@ -99,12 +99,9 @@ class TabularEncoder:
         if not is_numeric_kind(column.dtype):
             counts = column.dropna().map(_key).value_counts(sort=False)
             ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-            _note_categories(name, column, ranked, self.max_categories)
-            return {
-                "name": name,
-                "kind": "categorical",
-                "categories": sorted(key for key, _ in ranked[: self.max_categories]),
-            }
+            kept = self._kept(ranked)
+            _note_categories(name, column, ranked, len(kept))
+            return {"name": name, "kind": "categorical", "categories": sorted(kept)}
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
         _note_infinite(name, values, "taken as missing in training")
         finite = values[np.isfinite(values)]
@@ -119,6 +116,20 @@ class TabularEncoder:
             "scale": scale if scale > 0 else 1.0,
             "indicator": bool(finite.size < values.size),
         }
+
+    def _kept(self, ranked: list[tuple[str, int]]) -> list[str]:
+        """The categories a text column keeps, from its ``(category, rows)`` pairs, most rows first."""
+        return [key for key, _ in ranked[: self.max_categories]]
+
+    @property
+    def category_cap(self) -> int:
+        """The most categories a column of this encoder can keep."""
+        return self.max_categories
+
+    @classmethod
+    def _empty(cls, state: dict[str, Any]) -> TabularEncoder:
+        """An encoder with ``state``'s settings and no columns yet (see :meth:`from_state`)."""
+        return cls(state["max_categories"])
 
     @property
     def feature_names_out(self) -> list[str]:
@@ -211,7 +222,7 @@ class TabularEncoder:
         state = _entries(state, {"max_categories": int, "columns": list}, "the encoder")
         if state["max_categories"] < 1:
             raise ValueError(f"the encoder's max_categories is {state['max_categories']}; expected >= 1")
-        encoder = cls(state["max_categories"])
+        encoder = cls._empty(state)
         encoder.columns = [_column_state(c, i) for i, c in enumerate(state["columns"])]
         if not encoder.columns:
             raise ValueError("the encoder has no columns")
@@ -221,11 +232,11 @@ class TabularEncoder:
             raise ValueError(
                 f"the encoder's column names {encoder.names[:5]} are repeated or not labels"
             ) from None
-        wide = [c["name"] for c in encoder.columns if len(c.get("categories", ())) > encoder.max_categories]
+        wide = [c["name"] for c in encoder.columns if len(c.get("categories", ())) > encoder.category_cap]
         if wide:
             raise ValueError(
-                f"the encoder's columns {wide[:5]} list more categories than its max_categories "
-                f"({encoder.max_categories})"
+                f"the encoder's columns {wide[:5]} list more categories than it keeps "
+                f"({encoder.category_cap})"
             )
         return encoder
 
@@ -339,7 +350,8 @@ def _category_key(categories: list[str]) -> Any:
 
 
 def _note_categories(name: Any, column: Any, ranked: list[tuple[str, int]], limit: int) -> None:
-    """Notes for a text column: categories beyond ``limit`` dropped; numbers read as categories."""
+    """Notes for a text column: all but its ``limit`` most frequent categories dropped; numbers read
+    as categories."""
     shown = repr(labels.restored(name))
     if len(ranked) > limit:
         dropped = sum(count for _, count in ranked[limit:])

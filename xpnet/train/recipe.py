@@ -9,7 +9,8 @@ Three regimes, by the number of training rows:
   tenth is too few to stop on, and the folds judge every row.
 - more rows: a small ensemble of wider networks (:class:`TabularRecipe`):
   numeric columns robustly scaled, smoothly clipped and given a
-  piecewise-linear encoding (:class:`~xpnet.data.RobustTabularEncoder`),
+  piecewise-linear encoding, integer-coded columns (ids) also one-hot by
+  their frequent values (:class:`~xpnet.data.RobustTabularEncoder`),
   AdamW with a linear warmup then a cosine decay over a fixed number of
   epochs, each member keeping its best epoch on its own held-back tenth; the
   members' outputs (logits) are averaged.
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..data.datasets import train_test_split
-from ..data.encoders import RobustTabularEncoder
+from ..data.encoders import LEVEL_ROWS, LEVELS, RobustTabularEncoder
 from ..data.tabular import TargetEncoder, is_dataframe
 from ..nn.layers import Activation, Dense, Dropout, Layer
 from ..nn.losses import CategoricalCrossentropy, Huber, Loss
@@ -79,6 +80,13 @@ class TabularRecipe:
     clip : float
         Numeric columns are smoothly clipped into ``(-clip, clip)`` after
         robust scaling.
+    levels, level_rows : int
+        An integer-coded numeric column (an id written as a number) also has
+        up to ``levels`` of its values one-hot encoded, each with at least
+        ``level_rows`` training rows
+        (:func:`~xpnet.data.encoders.integer_levels`; 0: none); a text column
+        keeps up to ``levels`` categories, those beyond its 100 most frequent
+        with at least ``level_rows`` rows.
     held_back : float
         Share of the training rows each member keeps back to choose its epoch.
     small_table : int
@@ -103,6 +111,8 @@ class TabularRecipe:
     huber: float | None = 0.1
     bins: int = 16
     clip: float = 3.0
+    levels: int = LEVELS
+    level_rows: int = LEVEL_ROWS
     held_back: float = 0.1
     small_table: int = 1000
     blas_threads: int | None = 1
@@ -334,7 +344,9 @@ def _ensemble(
     histories: list[History],
 ) -> Network:
     classification = targets.task == "classification"
-    encoder = RobustTabularEncoder(clip=recipe.clip, bins=recipe.bins).fit(features)
+    encoder = RobustTabularEncoder(
+        clip=recipe.clip, bins=recipe.bins, levels=recipe.levels, level_rows=recipe.level_rows
+    ).fit(features)
     x = encoder.transform(features)
     # Members train on the encoded arrays; only the average takes DataFrames (and the encoder).
     scaling: dict[str, Any] = {}
