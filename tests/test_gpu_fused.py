@@ -87,8 +87,15 @@ def test_fused_epochs_equal_the_generic_step_in_float32(backend, counted):
     np.testing.assert_allclose(histories[0]["loss"], histories[1]["loss"], rtol=1e-5)
 
 
-def test_a_recorded_epoch_equals_the_same_kernels_run_one_by_one(backend, monkeypatch):
-    weights = []
+RECORDED = {
+    "dense": lambda backend: _net(backend, dropout=0.2),
+    "batch_norm": lambda backend: _norm_net(backend, "batch"),
+}
+
+
+@pytest.mark.parametrize("network", sorted(RECORDED))
+def test_a_recorded_epoch_equals_the_same_kernels_run_one_by_one(backend, monkeypatch, network):
+    results = []
     for record in (True, False):
         cache.clear()
         monkeypatch.setattr(
@@ -96,11 +103,12 @@ def test_a_recorded_epoch_equals_the_same_kernels_run_one_by_one(backend, monkey
             "_runner",
             lambda engine, model, record=record: _runner(engine, model, record),
         )
-        net = _net(backend, dropout=0.2)
+        net = RECORDED[network](backend)
         net.fit(X, LABELS, epochs=4, batch_size=32, verbose=0)  # epochs 2-4 replay a recording
-        weights.append(net.get_weights())
+        states = (xn.to_numpy(a) for layer in net.layers for a in layer.state.values())
+        results.append([*net.get_weights(), *states])
     cache.clear()
-    for a, b in zip(*weights):
+    for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -225,23 +233,6 @@ def test_normalized_epochs_equal_the_generic_step_in_float32(backend, counted, k
     hf, hg = (n.fit(X, LABELS, epochs=3, batch_size=50, verbose=0).history for n in nets)
     assert len(counted) == 3
     _same_norm(*nets, hf, hg, 1e-5)
-
-
-def test_a_recorded_normalized_epoch_equals_the_same_kernels_run_one_by_one(backend, monkeypatch):
-    results = []
-    for record in (True, False):
-        cache.clear()
-        monkeypatch.setattr(
-            CupyEngine,
-            "_runner",
-            lambda engine, model, record=record: _runner(engine, model, record),
-        )
-        net = _norm_net(backend, "batch")
-        net.fit(X, LABELS, epochs=4, batch_size=32, verbose=0)  # epochs 2-4 replay a recording
-        results.append([*net.get_weights(), *(xn.to_numpy(a) for a in net.layers[1].state.values())])
-    cache.clear()
-    for a, b in zip(*results, strict=True):
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("kind", sorted(NORMS))
